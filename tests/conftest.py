@@ -20,14 +20,3 @@ def real_data_dir():
         pytest.skip("../shared/data/real is not present")
     return path
 
-
-def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
-    """Fill every parameter with random values: zero-initialised layers hide bugs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith(".weight") and p.ndim == 1:  # norm gains around 1
-                p.copy_(1.0 + scale * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(scale * torch.randn(p.shape, generator=g))
-    return module
