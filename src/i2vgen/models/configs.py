@@ -130,9 +130,9 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "ms-vid2vid-xl": UNetConfig(image_conditioning=False, refiner_resampling=True, concat_scale=1.0),
     # Benchmark sizes (issue: "small, where overhead dominates" and "mid, where compute dominates").
     "bench-small": UNetConfig(block_out_channels=(32, 64, 64), attention_levels=(True, True, False),
-                              layers_per_block=1, norm_num_groups=8, cross_attention_dim=64, attention_head_dim=16),
-    "bench-mid": UNetConfig(block_out_channels=(64, 128, 256, 256), layers_per_block=2, norm_num_groups=16,
-                            cross_attention_dim=256, attention_head_dim=32),
+                              layers_per_block=2, norm_num_groups=16, cross_attention_dim=64, attention_head_dim=16),
+    "bench-mid": UNetConfig(block_out_channels=(64, 128, 256, 256), layers_per_block=2, norm_num_groups=32,
+                            cross_attention_dim=1024, attention_head_dim=64),
     # Tiny configurations for tests.
     "tiny": UNetConfig(block_out_channels=(16, 32), attention_levels=(True, False), layers_per_block=1,
                        norm_num_groups=4, cross_attention_dim=16, attention_head_dim=8),

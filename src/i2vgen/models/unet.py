@@ -86,6 +86,7 @@ class UNet3D(nn.Module):
         # x: (B, C_in, F, H, W); emb: (B, E); context: (B, S, D)
         b, _, f, hgt, wid = x.shape
         h = x.transpose(1, 2).reshape(b * f, -1, hgt, wid)  # (B*F, C_in, H, W)
+        h = h.contiguous(memory_format=torch.channels_last)  # see i2vgen.models.blocks: one layout throughout
         emb = F.silu(emb)  # every ResBlock applies SiLU to the embedding first: do it once
         h = self.conv_in(h)
         h = self._run(self.transformer_in, h, f)
@@ -108,7 +109,7 @@ class UNet3D(nn.Module):
                     raise InputError(f"latent size {hgt}x{wid} (HxW) cannot pass the refiner's resampling: "
                                      f"got {tuple(h.shape[-2:])} where the skip is {tuple(skips[-1].shape[-2:])}")
         h = self.conv_out(F.silu(self.conv_norm_out(h)))  # (B*F, C_out, H, W)
-        return h.reshape(b, f, -1, hgt, wid).transpose(1, 2)  # (B, C_out, F, H, W)
+        return h.reshape(b, f, -1, hgt, wid).transpose(1, 2).contiguous()  # (B, C_out, F, H, W)
 
 
 class ImageLatentTemporalEncoder(nn.Module):

@@ -1,0 +1,131 @@
+"""Forward speed, peak memory and model-FLOP utilisation of our UNet vs diffusers' I2VGenXLUNet, same weights, CPU.
+
+Run: `.venv/bin/python benchmarks/bench_unet.py [--sizes small mid] [--runs 7] [--threads 2]`.
+Both models are timed alternately in the same process (median of `--runs`), so machine noise hits both alike.
+MFU = FLOPs (torch.utils.flop_counter) / time / the fp32 matmul rate measured here in the same run.
+Peak memory = growth of the process's peak RSS during one forward (VmHWM, reset through /proc/self/clear_refs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import diffusers_kwargs, image_latents_with_positions, randomize_  # noqa: E402
+
+from i2vgen.models.configs import UNET_PRESETS  # noqa: E402
+from i2vgen.models.unet import I2VGenUNet  # noqa: E402
+
+SIZES = {  # preset, batch, frames, latent H, W
+    "small": ("bench-small", 1, 8, 16, 16),
+    "mid": ("bench-mid", 2, 16, 32, 32),
+}
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_mem_mb(fn) -> float:  # noqa: ANN001
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return float("nan")
+    base = _rss_kb("VmRSS")
+    fn()
+    return (_rss_kb("VmHWM") - base) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES))
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import diffusers
+
+    rate32, rate16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    print(f"threads {args.threads}; matmul rate fp32 {rate32 / 1e9:.1f} GFLOP/s, bf16 {rate16 / 1e9:.1f} GFLOP/s")
+    for size in args.sizes:
+        preset, b, f, h, w = SIZES[size]
+        cfg = UNET_PRESETS[preset].replace(concat_scale=1.0)
+        ref = randomize_(diffusers.I2VGenXLUNet(**diffusers_kwargs(cfg)), 0).eval()
+        ours = I2VGenUNet(cfg).eval()
+        ours.load_state_dict(ref.state_dict())
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(b, 4, f, h, w, generator=g)
+        t = torch.full((b,), 500)
+        ehs = torch.randn(b, 77, cfg.cross_attention_dim, generator=g)
+        img = torch.randn(b, cfg.cross_attention_dim, generator=g)
+        lat = torch.randn(b, 4, h, w, generator=g)
+        fps = torch.full((b,), 16)
+        il = image_latents_with_positions(lat, f)
+
+        def run_ref() -> torch.Tensor:
+            return ref(x, t, fps=fps, image_latents=il, image_embeddings=img, encoder_hidden_states=ehs).sample
+
+        def run_ours() -> torch.Tensor:
+            return ours(x, t, encoder_hidden_states=ehs, image_embeds=img, first_frame_latent=lat, fps=fps)
+
+        with torch.no_grad():
+            out_ref, out_ours = run_ref(), run_ours()  # warm-up
+            err = (out_ref - out_ours).abs().max().item()
+            with FlopCounterMode(display=False) as fc:
+                run_ref()
+            flops_ref = fc.get_total_flops()
+            with FlopCounterMode(display=False) as fc:
+                run_ours()
+            flops_ours = fc.get_total_flops()
+            tr, to, tb = [], [], []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                run_ref()
+                tr.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                run_ours()
+                to.append(time.perf_counter() - t0)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    t0 = time.perf_counter()
+                    run_ours()
+                    tb.append(time.perf_counter() - t0)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out_bf16 = run_ours().float()
+            mem_ref, mem_ours = peak_mem_mb(run_ref), peak_mem_mb(run_ours)
+        mr, mo, mb = statistics.median(tr), statistics.median(to), statistics.median(tb)
+        bf_err = (out_bf16 - out_ours).abs().max().item()
+        print(f"\n== {size}: preset {preset}, batch {b}, {f} frames, latent {h}x{w}, "
+              f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f} M params")
+        print(f"  max |ours - diffusers| = {err:.2e}")
+        print(f"  diffusers : median {mr * 1e3:8.1f} ms  peak +{mem_ref:7.1f} MB  "
+              f"{flops_ref / 1e9:7.2f} GFLOP  MFU {flops_ref / mr / rate32:5.1%}")
+        print(f"  ours fp32 : median {mo * 1e3:8.1f} ms  peak +{mem_ours:7.1f} MB  "
+              f"{flops_ours / 1e9:7.2f} GFLOP  MFU {flops_ours / mo / rate32:5.1%}")
+        print(f"  ratio ours/diffusers: {mo / mr:.3f}")
+        print(f"  ours bf16 autocast: median {mb * 1e3:8.1f} ms  speed-up vs ours fp32 {mo / mb:.2f}x  "
+              f"max err vs fp32 {bf_err:.2e} (output max |x| {out_ours.abs().max().item():.2f})")
+
+
+if __name__ == "__main__":
+    main()
