@@ -1,0 +1,273 @@
+"""Frozen CLIP encoders: thin wrappers around transformers' `CLIPTextModel` and `CLIPVisionModelWithProjection`.
+
+I2VGen-XL conditions on OpenCLIP ViT-H/14 (spec §3):
+- text: the *penultimate* transformer layer followed by the final layer norm, all 77 token states -> (B, 77, 1024);
+- image: the pooled, projected embedding of the full vision tower at 224² -> (B, 1024).
+
+Both load from the subfolders of a diffusers-format model folder (`text_encoder/`, `tokenizer/`, `image_encoder/`),
+local files only; any loading failure becomes a one-line `CheckpointError` naming the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import Tensor, nn
+from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
+
+from i2vgen.errors import CheckpointError, InputError
+
+CONTEXT_LENGTH = 77  # OpenCLIP / HF CLIP text context, bos and eos included
+
+# transformers renamed `torch_dtype=` to `dtype=` in 4.56; >= 5 defaults to the checkpoint's dtype ("auto"),
+# so the dtype is always passed explicitly.
+_TRANSFORMERS_VERSION = tuple(int(v) for v in transformers.__version__.split(".")[:2])
+_DTYPE_KWARG = "dtype" if _TRANSFORMERS_VERSION >= (4, 56) else "torch_dtype"
+
+
+def _one_line(err: BaseException) -> str:
+    """First non-empty line of an exception message (library errors are often multi-line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _load_transformers_model(
+    cls: type[Any], folder: str | Path, what: str, dtype: torch.dtype, variant: str | None
+) -> Any:
+    """`cls.from_pretrained` from a local folder; every failure (or a missing weight) raises `CheckpointError`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{what} folder not found: {folder}")
+    try:
+        model, info = cls.from_pretrained(
+            folder,
+            local_files_only=True,
+            variant=variant,
+            output_loading_info=True,
+            **{_DTYPE_KWARG: dtype},
+        )
+    except Exception as err:  # OSError, ValueError, safetensors errors, ... all mean "cannot load"
+        raise CheckpointError(f"cannot load the {what} from {folder}: {_one_line(err)}") from err
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # transformers only warns and leaves those weights random
+        raise CheckpointError(
+            f"the {what} in {folder} lacks {len(missing)} weight(s), e.g. {missing[0]!r}: not a {cls.__name__}"
+        )
+    return model
+
+
+def _load_tokenizer(folder: str | Path) -> CLIPTokenizer:
+    """A `CLIPTokenizer` from a local folder holding `tokenizer.json` or `vocab.json` + `merges.txt`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"tokenizer folder not found: {folder}")
+    # Without these files transformers >= 5 silently builds a 3-token tokenizer instead of failing.
+    has_files = (folder / "tokenizer.json").is_file() or (
+        (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    )
+    if not has_files:
+        raise CheckpointError(f"no tokenizer.json or vocab.json + merges.txt in tokenizer folder {folder}")
+    try:
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot load the tokenizer from {folder}: {_one_line(err)}") from err
+
+
+class TextEncoder(nn.Module):
+    """CLIP text tower: prompts -> (B, 77, D) penultimate-layer token states after the final layer norm.
+
+    Matches VGen's `FrozenOpenCLIPEmbedder(layer="penultimate")` and diffusers' `clip_skip=1` path (spec §3).
+
+    Args:
+        model: a `CLIPTextModel`. transformers >= 5 puts `final_layer_norm` on the model itself; 4.x nests it under
+            `.text_model`; both layouts work.
+        tokenizer: the matching `CLIPTokenizer`.
+        pad_token_id: if set, padding positions get this id instead of the tokenizer's pad token. VGen's
+            `open_clip.tokenize` pads with 0, and since all 77 states are used as context the pad id changes
+            the tail embeddings (spec §8.6); `None` keeps the tokenizer's choice, as diffusers does.
+    """
+
+    def __init__(self, model: CLIPTextModel, tokenizer: CLIPTokenizer, *, pad_token_id: int | None = None):
+        super().__init__()
+        if model.config.max_position_embeddings < CONTEXT_LENGTH:
+            raise CheckpointError(
+                f"text encoder has {model.config.max_position_embeddings} positions, needs {CONTEXT_LENGTH}"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.pad_token_id = pad_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_text_encoder: str | Path,
+        folder_tokenizer: str | Path,
+        dtype: torch.dtype = torch.float32,
+        variant: str | None = None,
+        *,
+        pad_token_id: int | None = None,
+    ) -> TextEncoder:
+        """Load from a model folder's `text_encoder/` and `tokenizer/`; `variant="fp16"` reads `model.fp16.*`."""
+        model = _load_transformers_model(CLIPTextModel, folder_text_encoder, "text encoder", dtype, variant)
+        return cls(model, _load_tokenizer(folder_tokenizer), pad_token_id=pad_token_id)
+
+    @classmethod
+    def from_model_folder(
+        cls, root: str | Path, dtype: torch.dtype = torch.float32, variant: str | None = None, **kwargs: Any
+    ) -> TextEncoder:
+        """Load from a diffusers-format model folder (`root/text_encoder`, `root/tokenizer`)."""
+        root = Path(root)
+        return cls.from_pretrained(root / "text_encoder", root / "tokenizer", dtype, variant, **kwargs)
+
+    @property
+    def final_layer_norm(self) -> nn.LayerNorm:
+        """The final layer norm, wherever this transformers version keeps it."""
+        return getattr(self.model, "text_model", self.model).final_layer_norm
+
+    def tokenize(self, prompts: str | Sequence[str]) -> Tensor:
+        """Prompts -> (B, 77) token ids, truncated (with a warning) and padded to the 77-token context."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InputError(f"expected one or more prompt strings, got {prompts!r}")
+        # Tokens per prompt with bos/eos, before truncation, to report what gets cut.
+        lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False, verbose=False).input_ids]
+        for i, n in enumerate(lengths):
+            if n > CONTEXT_LENGTH:
+                warnings.warn(
+                    f"prompt {i} is {n} tokens long; its last {n - CONTEXT_LENGTH} tokens were cut to fit the "
+                    f"{CONTEXT_LENGTH}-token text context",
+                    stacklevel=3,
+                )
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True, return_tensors="pt"
+        )
+        ids = tokens.input_ids  # (B, 77)
+        if self.pad_token_id is not None:
+            ids = ids.masked_fill(tokens.attention_mask == 0, self.pad_token_id)
+        return ids
+
+    def encode(self, prompts: str | Sequence[str]) -> Tensor:
+        """Prompts -> (B, 77, D) context: hidden state of the penultimate layer, then the final layer norm."""
+        ids = self.tokenize(prompts).to(self.model.device)  # (B, 77)
+        # No attention mask: CLIP's causal mask already keeps padding out of the real tokens (as VGen and diffusers).
+        out = self.model(input_ids=ids, output_hidden_states=True)
+        hidden = out.hidden_states[-2]  # (B, 77, D); hidden_states[0] is the embedding output
+        return self.final_layer_norm(hidden)
+
+    def forward(self, prompts: str | Sequence[str]) -> Tensor:
+        return self.encode(prompts)
+
+
+class ImageEncoder(nn.Module):
+    """CLIP vision tower with projection: normalised (B, 3, 224, 224) pixels -> (B, D) `image_embeds`.
+
+    The full tower, pooled and projected (not penultimate), as VGen's `encode_image` (spec §3). Pre-processing
+    (cover-resize, centre crop, bilinear to 224, CLIP mean/std) is the caller's job.
+    """
+
+    def __init__(self, model: CLIPVisionModelWithProjection):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, dtype: torch.dtype = torch.float32, variant: str | None = None
+    ) -> ImageEncoder:
+        """Load from a model folder's `image_encoder/`; `variant="fp16"` reads `model.fp16.*`."""
+        return cls(
+            _load_transformers_model(CLIPVisionModelWithProjection, folder, "image encoder", dtype, variant)
+        )
+
+    @classmethod
+    def from_model_folder(
+        cls, root: str | Path, dtype: torch.dtype = torch.float32, variant: str | None = None
+    ) -> ImageEncoder:
+        """Load from a diffusers-format model folder (`root/image_encoder`)."""
+        return cls.from_pretrained(Path(root) / "image_encoder", dtype, variant)
+
+    def encode(self, pixel_values: Tensor) -> Tensor:
+        """(B, 3, S, S) CLIP-normalised pixels, S = the config's image size (224) -> (B, D) image embeddings."""
+        cfg = self.model.config
+        expected = (cfg.num_channels, cfg.image_size, cfg.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise InputError(
+                f"image encoder expects (B, {', '.join(map(str, expected))}) pixels, got {tuple(pixel_values.shape)}"
+            )
+        x = pixel_values.to(device=self.model.device, dtype=self.model.dtype)
+        return self.model(pixel_values=x).image_embeds  # (B, D)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        return self.encode(pixel_values)
+
+
+# --- tiny components for tests (no network) ---------------------------------------------------------------------
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP byte -> printable character table used by byte-level BPE, in byte order 0..255."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+def write_tiny_clip_tokenizer(folder: str | Path) -> Path:
+    """Write a tiny CLIP BPE vocabulary (bytes, a few merges, special tokens; 518 ids) as vocab.json + merges.txt.
+
+    Load it with `CLIPTokenizer.from_pretrained(folder)`. Ids: bos 516, eos = pad 517.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    merges = ["t h", "th e</w>", "c a", "ca t</w>"]
+    tokens = [*chars, *(c + "</w>" for c in chars), *(m.replace(" ", "") for m in merges)]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_text_config(**overrides: Any) -> transformers.CLIPTextConfig:
+    """A 2-layer, 8-wide `CLIPTextConfig` whose special ids match `write_tiny_clip_tokenizer`."""
+    cfg: dict[str, Any] = {
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 518,
+        "projection_dim": 8,
+        "max_position_embeddings": CONTEXT_LENGTH,
+        "bos_token_id": 516,
+        "eos_token_id": 517,
+        "pad_token_id": 517,
+    }
+    return transformers.CLIPTextConfig(**{**cfg, **overrides})
+
+
+def tiny_vision_config(**overrides: Any) -> transformers.CLIPVisionConfig:
+    """A 2-layer, 8-wide `CLIPVisionConfig` at 32² with 8×8 patches."""
+    cfg: dict[str, Any] = {
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "projection_dim": 8,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    return transformers.CLIPVisionConfig(**{**cfg, **overrides})
