@@ -94,6 +94,7 @@ class UNetConfig:
         }
         if self.image_conditioning:
             cfg["num_attention_heads"] = None
+            cfg["concat_scale"] = self.concat_scale  # ours; absent from Hub configs, where 2.0 (VGen) applies
         return cfg
 
     @classmethod
@@ -119,6 +120,7 @@ class UNetConfig:
         )
         if name == "I2VGenXLUNet":
             kw["num_image_tokens"] = kw["in_channels"]
+            kw["concat_scale"] = float(d.get("concat_scale", 2.0))
         kw.update(overrides)
         return cls(**kw)
 
