@@ -15,6 +15,9 @@ _LAZY = {
     "UNetConfig": "i2vgen.models.configs",
     "load_unet": "i2vgen.models.loading",
     "save_unet": "i2vgen.models.loading",
+    "I2VGenRefinerUNet": "i2vgen.models.refiner",
+    "I2VGenPipeline": "i2vgen.pipelines.base",
+    "load_pipeline": "i2vgen.pipelines.base",
 }
 
 __all__ = ["__version__", *_LAZY]

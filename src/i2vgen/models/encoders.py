@@ -10,9 +10,10 @@ local files only; any loading failure becomes a one-line `CheckpointError` namin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ def _one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file "Loading weights" / "Writing model shards" bars: tiny local files, pure noise."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_transformers_model(
     cls: type[Any], folder: str | Path, what: str, dtype: torch.dtype, variant: str | None
 ) -> Any:
@@ -45,13 +60,10 @@ def _load_transformers_model(
     if not folder.is_dir():
         raise CheckpointError(f"{what} folder not found: {folder}")
     try:
-        model, info = cls.from_pretrained(
-            folder,
-            local_files_only=True,
-            variant=variant,
-            output_loading_info=True,
-            **{_DTYPE_KWARG: dtype},
-        )
+        with quiet_transformers():
+            model, info = cls.from_pretrained(
+                folder, local_files_only=True, variant=variant, output_loading_info=True, **{_DTYPE_KWARG: dtype}
+            )
     except Exception as err:  # OSError, ValueError, safetensors errors, ... all mean "cannot load"
         raise CheckpointError(f"cannot load the {what} from {folder}: {_one_line(err)}") from err
     missing = sorted(info.get("missing_keys") or [])

@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL
 
 from i2vgen.io.atomic import atomic_dir
 from i2vgen.models.configs import UNetConfig
-from i2vgen.models.encoders import tiny_text_config, tiny_vision_config, write_tiny_clip_tokenizer
+from i2vgen.models.encoders import quiet_transformers, tiny_text_config, tiny_vision_config, write_tiny_clip_tokenizer
 from i2vgen.models.loading import save_unet
 from i2vgen.models.unet import I2VGenUNet
 from i2vgen.models.vae import tiny_vae_config
@@ -58,7 +58,7 @@ def write_model_folder(c: Components, dst: str | os.PathLike, *, note: str = "")
     """Write a diffusers-layout model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
     image_encoder/, scheduler/), atomically."""
     dst = Path(dst)
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst) as tmp, quiet_transformers():
         tmp = Path(tmp)
         index = {
             "_class_name": "I2VGenXLPipeline", "_i2vgen_note": note,
