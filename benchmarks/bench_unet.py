@@ -3,13 +3,15 @@
 Run: `.venv/bin/python benchmarks/bench_unet.py [--sizes small mid] [--runs 7] [--threads 2]`.
 Both models are timed alternately in the same process (median of `--runs`), so machine noise hits both alike.
 MFU = FLOPs (torch.utils.flop_counter) / time / the fp32 matmul rate measured here in the same run.
-Peak memory = growth of the process's peak RSS during one forward (VmHWM, reset through /proc/self/clear_refs).
+Peak memory = growth of the peak RSS (VmHWM) during the first forward of a freshly built model, each implementation in
+its own subprocess, so the allocator's cache from earlier runs cannot hide it.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,38 +59,62 @@ def peak_mem_mb(fn) -> float:  # noqa: ANN001
     return (_rss_kb("VmHWM") - base) / 1024
 
 
+def build(size: str, seed: int = 0):  # noqa: ANN201
+    """Both models with the same random weights, and the inputs, for a size."""
+    import diffusers
+
+    preset, b, f, h, w = SIZES[size]
+    cfg = UNET_PRESETS[preset].replace(concat_scale=1.0)
+    ref = randomize_(diffusers.I2VGenXLUNet(**diffusers_kwargs(cfg)), seed).eval()
+    ours = I2VGenUNet(cfg).eval()
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 4, f, h, w, generator=g)
+    t = torch.full((b,), 500)
+    ehs = torch.randn(b, 77, cfg.cross_attention_dim, generator=g)
+    img = torch.randn(b, cfg.cross_attention_dim, generator=g)
+    lat = torch.randn(b, 4, h, w, generator=g)
+    fps = torch.full((b,), 16)
+    il = image_latents_with_positions(lat, f)
+
+    def run_ref() -> torch.Tensor:
+        return ref(x, t, fps=fps, image_latents=il, image_embeddings=img, encoder_hidden_states=ehs).sample
+
+    def run_ours() -> torch.Tensor:
+        return ours(x, t, encoder_hidden_states=ehs, image_embeds=img, first_frame_latent=lat, fps=fps)
+
+    return cfg, ours, ref, run_ours, run_ref
+
+
+def memory_child(impl: str, size: str) -> None:
+    _, _, _, run_ours, run_ref = build(size)
+    with torch.no_grad():
+        print(f"{peak_mem_mb(run_ours if impl == 'ours' else run_ref):.1f}")
+
+
+def peak_in_subprocess(impl: str, size: str, threads: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--memory-child", impl, size],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="+", default=list(SIZES))
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import diffusers
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
 
     rate32, rate16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
     print(f"threads {args.threads}; matmul rate fp32 {rate32 / 1e9:.1f} GFLOP/s, bf16 {rate16 / 1e9:.1f} GFLOP/s")
     for size in args.sizes:
         preset, b, f, h, w = SIZES[size]
-        cfg = UNET_PRESETS[preset].replace(concat_scale=1.0)
-        ref = randomize_(diffusers.I2VGenXLUNet(**diffusers_kwargs(cfg)), 0).eval()
-        ours = I2VGenUNet(cfg).eval()
-        ours.load_state_dict(ref.state_dict())
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(b, 4, f, h, w, generator=g)
-        t = torch.full((b,), 500)
-        ehs = torch.randn(b, 77, cfg.cross_attention_dim, generator=g)
-        img = torch.randn(b, cfg.cross_attention_dim, generator=g)
-        lat = torch.randn(b, 4, h, w, generator=g)
-        fps = torch.full((b,), 16)
-        il = image_latents_with_positions(lat, f)
-
-        def run_ref() -> torch.Tensor:
-            return ref(x, t, fps=fps, image_latents=il, image_embeddings=img, encoder_hidden_states=ehs).sample
-
-        def run_ours() -> torch.Tensor:
-            return ours(x, t, encoder_hidden_states=ehs, image_embeds=img, first_frame_latent=lat, fps=fps)
-
+        cfg, ours, ref, run_ours, run_ref = build(size)
         with torch.no_grad():
             out_ref, out_ours = run_ref(), run_ours()  # warm-up
             err = (out_ref - out_ours).abs().max().item()
@@ -112,19 +138,22 @@ def main() -> None:
                     tb.append(time.perf_counter() - t0)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out_bf16 = run_ours().float()
-            mem_ref, mem_ours = peak_mem_mb(run_ref), peak_mem_mb(run_ours)
+        mem_ref = peak_in_subprocess("ref", size, args.threads)
+        mem_ours = peak_in_subprocess("ours", size, args.threads)
         mr, mo, mb = statistics.median(tr), statistics.median(to), statistics.median(tb)
+        scale = out_ours.abs().max().item()
         bf_err = (out_bf16 - out_ours).abs().max().item()
+        bf_rel = ((out_bf16 - out_ours).norm() / out_ours.norm()).item()
         print(f"\n== {size}: preset {preset}, batch {b}, {f} frames, latent {h}x{w}, "
-              f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f} M params")
-        print(f"  max |ours - diffusers| = {err:.2e}")
+              f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f} M params, {args.runs} runs")
+        print(f"  max |ours - diffusers| = {err:.2e} (output max |x| {scale:.2f})")
         print(f"  diffusers : median {mr * 1e3:8.1f} ms  peak +{mem_ref:7.1f} MB  "
               f"{flops_ref / 1e9:7.2f} GFLOP  MFU {flops_ref / mr / rate32:5.1%}")
         print(f"  ours fp32 : median {mo * 1e3:8.1f} ms  peak +{mem_ours:7.1f} MB  "
               f"{flops_ours / 1e9:7.2f} GFLOP  MFU {flops_ours / mo / rate32:5.1%}")
-        print(f"  ratio ours/diffusers: {mo / mr:.3f}")
+        print(f"  ratio ours/diffusers: time {mo / mr:.3f}, peak memory {mem_ours / max(mem_ref, 1e-9):.3f}")
         print(f"  ours bf16 autocast: median {mb * 1e3:8.1f} ms  speed-up vs ours fp32 {mo / mb:.2f}x  "
-              f"max err vs fp32 {bf_err:.2e} (output max |x| {out_ours.abs().max().item():.2f})")
+              f"error vs fp32: max {bf_err:.2e}, relative L2 {bf_rel:.2e}")
 
 
 if __name__ == "__main__":

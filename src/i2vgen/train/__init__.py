@@ -1,0 +1,1 @@
+"""Training: video-text data, the base and refinement trainers, checkpoints and resume."""
