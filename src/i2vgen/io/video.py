@@ -365,8 +365,9 @@ def _frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 def _timed_frames(
     path: Path,
-) -> tuple[Iterator[tuple[float, np.ndarray]], float | None, contextlib.ExitStack]:
-    """(seconds, RGB frame) pairs for any readable input, its nominal fps, and the stack that closes it."""
+) -> tuple[Iterator[tuple[float, np.ndarray | av.VideoFrame]], float | None, contextlib.ExitStack]:
+    """(seconds, frame) pairs for any readable input, its nominal fps, and the stack that closes it. A frame is an
+    RGB array, or a decoded `av.VideoFrame` that `_as_rgb` converts."""
     stack = contextlib.ExitStack()
     if path.is_dir():
         files = _png_frames(path)
@@ -392,8 +393,14 @@ def _timed_frames(
 
         return gen_pil(), fps, stack
     container, stream = stack.enter_context(_open_av(path))
-    frames = ((float(f.time or 0.0), _frame_to_rgb(f)) for f in _decoded_frames(container, stream, path))
+    # Decoded frames stay as `av.VideoFrame` until picked: converting only the kept ones to RGB is most of the
+    # cost saved when sampling every n-th frame (`_as_rgb` converts).
+    frames = ((float(f.time or 0.0), f) for f in _decoded_frames(container, stream, path))
     return frames, _stream_fps(stream), stack
+
+
+def _as_rgb(frame: np.ndarray | av.VideoFrame) -> np.ndarray:
+    return _frame_to_rgb(frame) if isinstance(frame, av.VideoFrame) else frame
 
 
 def read_video(
@@ -413,7 +420,7 @@ def read_video(
     timed, fps, stack = _timed_frames(path)
     with stack:
         picked = itertools.islice(timed, start, None, stride)
-        kept = [(t, rgb) for t, rgb in itertools.islice(picked, max_frames)]
+        kept = [(t, _as_rgb(frame)) for t, frame in itertools.islice(picked, max_frames)]
     if not kept:
         if start > 0:
             raise InputError(f"video {str(path)!r} has no frame at index {start} or later")
@@ -441,7 +448,7 @@ def read_video_cfr(
         target = fps or native_fps
         if not target:
             raise InputError(f"cannot determine the frame rate of {str(path)!r}; pass fps")
-        out = list(itertools.islice(_nearest_on_grid(timed, target), max_frames))
+        out = [_as_rgb(f) for f in itertools.islice(_nearest_on_grid(timed, target), max_frames)]
     if not out:
         raise InputError(f"video {str(path)!r} has no decodable frames")
     return np.stack(out), target
