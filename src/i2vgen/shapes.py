@@ -1,0 +1,336 @@
+"""The synthetic "shapes" task (issue 6, item 1): seeded clips of coloured shapes that move as the caption says.
+
+A clip shows one or two shapes (circle, square, triangle; eight named colours) on a near-neutral background (six
+named tints, optionally with a mild static gradient). Each shape moves left, right, up or down by a fixed distance
+over the clip, and may also grow or shrink. The caption ("a red circle moves left", "an orange square moves up and
+grows and a blue triangle moves right") is the only place the direction shows: the first frame does not reveal it,
+because every start position is drawn uniformly from a region from which each of the four directions stays in
+frame, whatever direction was drawn (`_sample_shape`).
+
+Geometry is in fractions of the frame side and rendering is resolution-free (signed-distance coverage, i.e.
+analytic antialiasing), so `make_clip(seed, size=32)` and `make_clip(seed, size=64)` show the same scene: the base
+stage trains at 32x32 and the refiner, and its ground truth, at 64x64. Frames are square.
+
+Ground truth (`ShapesClip.centroids`) is in pixels, (x, y) with pixel centres at integer coordinates (x to the right,
+y downwards): the centre of mass of each shape, which is also what a coverage-weighted pixel centroid measures (for
+a triangle it lies below the centre of its bounding box, the position `Shape.start` gives).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from i2vgen.errors import InputError
+from i2vgen.io import clip_preprocess
+
+# Saturated shape colours, far from each other (RGB distance >= 83) and from the near-neutral backgrounds.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "orange": (245, 140, 20),
+    "yellow": (240, 220, 40),
+    "green": (40, 170, 60),
+    "cyan": (40, 200, 220),
+    "blue": (40, 80, 220),
+    "purple": (140, 60, 200),
+    "pink": (235, 80, 190),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "black": (20, 20, 24),
+    "dark grey": (64, 64, 64),
+    "grey": (128, 128, 128),
+    "light grey": (196, 196, 196),
+    "white": (242, 242, 242),
+    "beige": (226, 212, 184),
+}
+KINDS = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+SCALES: dict[str, float] = {"": 1.0, "grows": 1.3, "shrinks": 1 / 1.3}  # radius at the last frame / at the first
+
+MAX_SHAPES = 2
+FPS = 8
+SPLITS = {"train": 0, "heldout": 10**6}  # first seed of each split; train has at most 10**6 seeds
+
+_RADIUS = {1: (0.1, 0.14), 2: (0.08, 0.105)}  # by number of shapes; a lane needs _EXTENT * 0.105 + 0.11 <= 0.25
+_TRAVEL = 0.2  # distance moved over the clip (along the long side of a lane with two shapes)
+_LANE_TRAVEL = 0.11  # ... across a half-frame lane (two shapes)
+_EXTENT = max(SCALES.values())  # largest half-extent / first radius: every kind fits in a 2r x 2r box
+_SQUARE = 0.88  # half-side / radius: about the circle's area
+_TRIANGLE = 1.15  # circumradius / radius of the upward equilateral triangle: half-width 0.996 r, height 1.725 r
+
+_COLOUR_WORDS = {**{c: c for c in COLOURS}, "violet": "purple", "magenta": "pink"}
+_SHAPE_WORDS = {
+    **{k: k for k in KINDS},
+    **{k + "s": k for k in KINDS},
+    "ball": "circle",
+    "disc": "circle",
+    "disk": "circle",
+    "box": "square",
+}
+_DIRECTION_WORDS = {
+    **{d: d for d in DIRECTIONS},
+    **{d + "ward": d for d in DIRECTIONS},
+    **{d + "wards": d for d in DIRECTIONS},
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape of a clip. Positions and sizes are fractions of the frame side."""
+
+    kind: str  # one of KINDS
+    colour: str  # a key of COLOURS
+    direction: str  # a key of DIRECTIONS
+    scale: str  # a key of SCALES: "", "grows" or "shrinks"
+    start: tuple[float, float]  # centre (x, y) of the bounding box at the first frame
+    radius: float  # at the first frame; the shape lies within +-radius of its centre along each axis
+    travel: float  # distance moved between the first and the last frame
+
+
+@dataclass(frozen=True)
+class ShapesClip:
+    """A rendered clip and its ground truth."""
+
+    seed: int
+    frames: np.ndarray  # uint8 (F, H, W, 3)
+    caption: str
+    shapes: tuple[Shape, ...]
+    background: str  # a key of BACKGROUNDS
+    centroids: np.ndarray  # float32 (num_shapes, F, 2): centre of mass (x, y) in pixels, pixel centres at integers
+    radii: np.ndarray  # float32 (num_shapes, F) in pixels
+
+    @property
+    def first_frame(self) -> np.ndarray:
+        """uint8 (H, W, 3): the image the model animates."""
+        return self.frames[0]
+
+
+def caption(shapes: tuple[Shape, ...] | list[Shape]) -> str:
+    """'a red circle moves left', 'an orange square moves up and grows and a blue triangle moves right'."""
+    clauses = []
+    for s in shapes:
+        article = "an" if s.colour[0] in "aeiou" else "a"
+        clauses.append(f"{article} {s.colour} {s.kind} moves {s.direction}" + (f" and {s.scale}" if s.scale else ""))
+    return " and ".join(clauses)
+
+
+def parse_prompt(text: str) -> list[tuple[str, str | None, str]]:
+    """Prompt → [(colour, shape, direction), ...]: every named colour (a key of COLOURS; 'violet' and 'magenta'
+    are read as purple and pink) followed, before the next named colour, by a direction word (left, right, up,
+    down, optionally with -ward(s)). The shape is the word right after the colour when it names one, else None.
+    Colours without a direction are left out. Inverts `caption`."""
+    words = re.findall(r"[a-z]+", text.lower())
+    items: list[tuple[str, str | None, str]] = []
+    i = 0
+    while i < len(words):
+        colour = _COLOUR_WORDS.get(words[i])
+        if colour is None:
+            i += 1
+            continue
+        kind = _SHAPE_WORDS.get(words[i + 1]) if i + 1 < len(words) else None
+        j, direction = i + 1, None
+        while j < len(words) and words[j] not in _COLOUR_WORDS:
+            direction = direction or _DIRECTION_WORDS.get(words[j])
+            j += 1
+        if direction is not None:
+            items.append((colour, kind, direction))
+        i = j
+    return items
+
+
+def make_clip(
+    seed: int,
+    *,
+    size: int = 32,
+    num_frames: int = 16,
+    num_shapes: int | None = None,
+    p_two_shapes: float = 0.5,
+    p_scale: float = 0.25,
+    p_gradient: float = 0.5,
+) -> ShapesClip:
+    """The clip of `seed`: the scene is drawn from `random.Random(seed)` (independently of `size` and `num_frames`),
+    then rendered at `size` x `size` with `num_frames` frames.
+
+    `num_shapes`: 1 or 2 (None: two with probability `p_two_shapes`). Each shape grows or shrinks with probability
+    `p_scale`; the background has a mild gradient with probability `p_gradient`.
+    """
+    if num_shapes not in (None, 1, 2):
+        raise InputError(f"num_shapes must be 1, 2 or None, got {num_shapes!r}")
+    rng = random.Random(seed)
+    if num_shapes is None:
+        num_shapes = 2 if rng.random() < p_two_shapes else 1
+    background = rng.choice(sorted(BACKGROUNDS))
+    gradient = (rng.uniform(10, 25), rng.uniform(0, 2 * math.pi)) if rng.random() < p_gradient else None
+    colours = rng.sample(sorted(COLOURS), num_shapes)  # distinct: a colour names one shape
+    if num_shapes == 1:
+        boxes = [(0.0, 0.0, 1.0, 1.0)]
+    elif rng.random() < 0.5:  # two lanes, one shape each, so they never overlap: top / bottom ...
+        boxes = [(0.0, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0)]
+    else:  # ... or left / right
+        boxes = [(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)]
+    shapes = tuple(_sample_shape(rng, colour, box, num_shapes, p_scale) for colour, box in zip(colours, boxes))
+    frames, centroids, radii = render(shapes, background, size=size, num_frames=num_frames, gradient=gradient)
+    return ShapesClip(seed, frames, caption(shapes), shapes, background, centroids, radii)
+
+
+def _sample_shape(
+    rng: random.Random, colour: str, box: tuple[float, float, float, float], num_shapes: int, p_scale: float
+) -> Shape:
+    """A shape in `box` = (x0, y0, x1, y1). The start is uniform in the box shrunk by the shape's largest half-extent
+    (grown) plus the travel along each axis, a region that depends neither on the direction nor on the scale change,
+    so that the first frame tells nothing about either."""
+    kind = rng.choice(KINDS)
+    direction = rng.choice(sorted(DIRECTIONS))
+    scale = rng.choice(("grows", "shrinks")) if rng.random() < p_scale else ""
+    radius = rng.uniform(*_RADIUS[num_shapes])
+    x0, y0, x1, y1 = box
+    travel_x = _TRAVEL if x1 - x0 == 1.0 else _LANE_TRAVEL
+    travel_y = _TRAVEL if y1 - y0 == 1.0 else _LANE_TRAVEL
+    margin_x, margin_y = _EXTENT * radius + travel_x, _EXTENT * radius + travel_y
+    start = (rng.uniform(x0 + margin_x, x1 - margin_x), rng.uniform(y0 + margin_y, y1 - margin_y))
+    travel = travel_x if DIRECTIONS[direction][0] else travel_y
+    return Shape(kind, colour, direction, scale, start, radius, travel)
+
+
+def render(
+    shapes: tuple[Shape, ...] | list[Shape],
+    background: str,
+    *,
+    size: int = 32,
+    num_frames: int = 16,
+    gradient: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw `shapes` over `background` → (uint8 frames (F, H, W, 3), centroids (n, F, 2), radii (n, F)) in pixels.
+
+    Shape k at frame t (s = t / (F - 1)): centre = start + s * travel * direction, radius = radius * scale**s.
+    Coverage of a pixel is clip(0.5 - d, 0, 1) with d the signed distance (pixels) from the pixel centre to the
+    shape's outline: analytic antialiasing, exact for straight edges. `gradient` = (amplitude in levels, angle):
+    the background varies linearly by +-amplitude/2 across the frame along the angle.
+    """
+    if not isinstance(size, int) or size < 4:
+        raise InputError(f"size must be an integer >= 4, got {size!r}")
+    if not isinstance(num_frames, int) or num_frames < 2:
+        raise InputError(f"num_frames must be an integer >= 2, got {num_frames!r}")
+    if background not in BACKGROUNDS:
+        raise InputError(f"unknown background {background!r}; choose one of {sorted(BACKGROUNDS)}")
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size  # pixel centres, fraction of the side
+    xs, ys = coords[None, None, :], coords[None, :, None]  # (1, 1, W), (1, H, 1)
+    canvas = np.broadcast_to(np.asarray(BACKGROUNDS[background], np.float32), (size, size, 3)).copy()
+    if gradient is not None:
+        amplitude, angle = gradient
+        ramp = (xs[0] - 0.5) * math.cos(angle) + (ys[0] - 0.5) * math.sin(angle)  # (H, W) in [-0.71, 0.71]
+        canvas += (amplitude / math.sqrt(2)) * ramp[..., None]
+    frames = np.broadcast_to(canvas, (num_frames, size, size, 3)).copy()  # (F, H, W, 3)
+    s = np.linspace(0.0, 1.0, num_frames, dtype=np.float32)[:, None, None]  # (F, 1, 1)
+    centroids = np.zeros((len(shapes), num_frames, 2), np.float32)
+    radii = np.zeros((len(shapes), num_frames), np.float32)
+    for k, shape in enumerate(shapes):
+        _check_shape(shape)
+        dx, dy = DIRECTIONS[shape.direction]
+        cx = shape.start[0] + s * shape.travel * dx  # (F, 1, 1)
+        cy = shape.start[1] + s * shape.travel * dy
+        r = shape.radius * SCALES[shape.scale] ** s
+        # the triangle's centroid lies R / 4 below the centre of its bounding box (R: circumradius)
+        cy_mass = cy + (0.25 * _TRIANGLE * r if shape.kind == "triangle" else 0.0)
+        alpha = np.clip(0.5 - _signed_distance(shape.kind, xs - cx, ys - cy_mass, r) * size, 0.0, 1.0)[..., None]
+        frames = frames * (1 - alpha) + np.asarray(COLOURS[shape.colour], np.float32) * alpha
+        centroids[k, :, 0], centroids[k, :, 1] = cx.ravel() * size - 0.5, cy_mass.ravel() * size - 0.5
+        radii[k] = r.ravel() * size
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8), centroids, radii
+
+
+def _check_shape(shape: Shape) -> None:
+    for name, value, allowed in (
+        ("kind", shape.kind, KINDS),
+        ("colour", shape.colour, COLOURS),
+        ("direction", shape.direction, DIRECTIONS),
+        ("scale", shape.scale, SCALES),
+    ):
+        if value not in allowed:
+            raise InputError(f"unknown shape {name} {value!r}; choose one of {sorted(allowed)}")
+
+
+def _signed_distance(kind: str, px: np.ndarray, py: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Signed distance (fraction of the side; < 0 inside) from offsets (px, py) to a shape of radius r whose centre
+    of mass is at 0."""
+    if kind == "circle":
+        return np.sqrt(px * px + py * py) - r
+    if kind == "square":  # exact box distance
+        qx, qy = np.abs(px) - _SQUARE * r, np.abs(py) - _SQUARE * r
+        outside = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2)
+        return outside + np.minimum(np.maximum(qx, qy), 0)
+    # Upward equilateral triangle, centroid at 0, circumradius R: edges at distance R/2 from the centroid,
+    # outward normals (0, 1), (+-sqrt(3)/2, -1/2). The max of the three half-plane distances is exact inside and
+    # along the edges; it rounds the outside of the corners, which only matters well beyond a pixel.
+    half = 0.5 * _TRIANGLE * r
+    c = math.sqrt(3) / 2
+    return np.maximum(np.maximum(py, c * px - 0.5 * py), -c * px - 0.5 * py) - half
+
+
+def split_seeds(split: str, length: int) -> range:
+    """The seeds of the first `length` clips of `split` ("train": 0, 1, ...; "heldout": 10**6, ...)."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    if not 0 < length <= 10**6:
+        raise InputError(f"length must be between 1 and 10**6 (the size of a split), got {length}")
+    return range(SPLITS[split], SPLITS[split] + length)
+
+
+def to_sample(clip: ShapesClip) -> dict[str, Any]:
+    """A clip in the training data layout, plus "meta": its ground truth, padded to MAX_SHAPES shapes so that
+    torch's default collate batches it (absent shapes: "" names and NaN coordinates)."""
+    frames = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, F, H, W) in [-1, 1]
+    n, num_frames, size = len(clip.shapes), clip.frames.shape[0], clip.frames.shape[1]
+    pad = [""] * (MAX_SHAPES - n)
+    centroids = torch.full((MAX_SHAPES, num_frames, 2), float("nan"))
+    radii = torch.full((MAX_SHAPES, num_frames), float("nan"))
+    centroids[:n], radii[:n] = torch.from_numpy(clip.centroids), torch.from_numpy(clip.radii)
+    meta = {
+        "seed": clip.seed,
+        "num_shapes": n,
+        "colours": [s.colour for s in clip.shapes] + pad,
+        "kinds": [s.kind for s in clip.shapes] + pad,
+        "directions": [s.direction for s in clip.shapes] + pad,
+        "scales": [s.scale for s in clip.shapes] + pad,
+        "background": clip.background,
+        "centroids": centroids,  # (MAX_SHAPES, F, 2) pixels (x, y)
+        "radii": radii,  # (MAX_SHAPES, F) pixels
+        "first_frame": torch.from_numpy(clip.first_frame.copy()),  # uint8 (H, W, 3)
+    }
+    return {
+        "frames": frames,
+        "clip_pixels": clip_preprocess(Image.fromarray(clip.first_frame), size),  # (3, 224, 224)
+        "caption": clip.caption,
+        "fps": FPS,
+        "num_frames": num_frames,
+        "is_image": False,
+        "path": f"shapes://{clip.seed}",
+        "meta": meta,
+    }
+
+
+class ShapesDataset(torch.utils.data.Dataset):
+    """Clips `split_seeds(split, length)`, rendered on the fly; item i is `to_sample(make_clip(seed_i, ...))`.
+
+    The train and held-out splits use disjoint seed ranges (`SPLITS`). `clip_kwargs` go to `make_clip`.
+    """
+
+    def __init__(
+        self, split: str = "train", length: int = 10_000, *, size: int = 32, num_frames: int = 16, **clip_kwargs: Any
+    ) -> None:
+        self.seeds = split_seeds(split, length)
+        self.size, self.num_frames, self.clip_kwargs = size, num_frames, clip_kwargs
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip = make_clip(self.seeds[index], size=self.size, num_frames=self.num_frames, **self.clip_kwargs)
+        return to_sample(clip)
