@@ -1,4 +1,4 @@
-"""The `i2vgen` command: generate, convert, demo.
+"""The `i2vgen` command: generate (optionally with the refinement stage), refine, convert, demo.
 
 Every failure the user can cause ends in one line on stderr (`i2vgen: error: ...`) and a non-zero exit, with nothing
 partially written: outputs are written to a temporary name and renamed when complete.
@@ -27,9 +27,10 @@ def _dtype(name: str):  # noqa: ANN202 - torch imported lazily
 
 # ---- generate -----------------------------------------------------------------------------------------------------
 def add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="animate an image with a text prompt (base stage)",
+    p = sub.add_parser("generate", help="animate an image with a text prompt (base stage; --refine adds the second)",
                        description="Animate an image with a prompt. Output format by extension: .mp4 (H.264), "
-                                   ".gif, .webp, or a folder of PNG frames (no extension).")
+                                   ".gif, .webp, or a folder of PNG frames (no extension). With --refine the base "
+                                   "stage runs at 640x352 and the refiner takes its frames to 1280x720.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="input image file")
     src.add_argument("--list", help="batch: a file of 'image_path|||caption' lines (paths relative to the file); "
@@ -39,8 +40,8 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="ali-vilab/i2vgen-xl",
                    help="model folder, built-in name (tiny-shapes) or Hub id (default: ali-vilab/i2vgen-xl)")
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--height", type=int, default=704)
-    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=None, help="base stage height (default 704, or 352 with --refine)")
+    p.add_argument("--width", type=int, default=None, help="base stage width (default 1280, or 640 with --refine)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=9.0)
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp-2m", "dpmpp-2m-sde"))
@@ -48,14 +49,28 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=int, default=16, help="fps condition of the model (default 16, the reference)")
     p.add_argument("--save-fps", type=float, default=8.0,
                    help="frame rate of the written file (default 8, as the reference saves)")
-    p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt (base stage)")
+    r = p.add_argument_group("refinement stage (--refine)")
+    r.add_argument("--refine", action="store_true", help="refine the base stage's frames (the I2VGen-XL cascade)")
+    r.add_argument("--refiner-model", help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/)")
+    r.add_argument("--refiner-unet", default=None, help="refiner UNet weights instead of REFINER_MODEL/unet")
+    r.add_argument("--refine-width", type=int, default=1280)
+    r.add_argument("--refine-height", type=int, default=720)
+    r.add_argument("--strength", type=float, default=0.6,
+                   help="how much the refiner re-generates: it noises to t = round(1000 * strength) - 1 "
+                        "(default 0.6: t = 599, the reference)")
+    r.add_argument("--refine-steps", type=int, default=None, help="refiner steps (default 30, DPM-Solver++ 2M SDE)")
+    _add_device_args(p, "one component on the device at a time (default with --refine: one stage at a time)")
+    p.set_defaults(func=run_generate)
+
+
+def _add_device_args(p: argparse.ArgumentParser, offload_help: str) -> None:
     p.add_argument("--dtype", default="fp32", choices=DTYPES)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--variant", default=None, help="weight variant of the model folder, e.g. fp16")
-    p.add_argument("--offload", action="store_true", help="model CPU offload: one component on the device at a time")
+    p.add_argument("--offload", action="store_true", help=f"model CPU offload: {offload_help}")
     p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_generate)
 
 
 def _read_list(path: Path) -> list[tuple[Path, str]]:
@@ -98,6 +113,15 @@ def run_generate(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be >= 1, got {v}")
     if args.guidance < 0:
         raise InputError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.width is None:
+        args.width = 640 if args.refine else 1280
+    if args.height is None:
+        args.height = 352 if args.refine else 704
+    if args.refine:
+        if not args.refiner_model:
+            raise InputError("--refine needs --refiner-model (a folder with unet/, vae/, text_encoder/, tokenizer/)")
+        _check_refine_settings(args.refiner_model, args.refiner_unet, args.refine_width, args.refine_height,
+                               args.strength, "dpmpp-2m-sde", args.refine_steps)
     if not jobs:
         return 0
     pipe = _load_base_pipeline(args)
@@ -117,9 +141,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _load_base_pipeline(args: argparse.Namespace):  # noqa: ANN202
+    """The base pipeline, or with --refine the cascade (one stage on the device at a time, or one component)."""
     from i2vgen.pipelines.base import I2VGenPipeline
 
     pipe = I2VGenPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype), variant=args.variant)
+    if args.refine:
+        from i2vgen.pipelines.cascade import I2VGenCascadePipeline
+
+        refiner = _load_refiner(args.refiner_model, args.refiner_unet, args)
+        return I2VGenCascadePipeline(pipe, refiner, device=args.device, offload="model" if args.offload else "stage")
     return pipe.enable_model_cpu_offload(args.device) if args.offload else pipe.to(args.device)
 
 
@@ -131,17 +161,33 @@ def generate_one(pipe, args: argparse.Namespace, image: Path, prompt: str, out: 
 
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
-    bar = _progress(args.steps, f"{image.name}", disable=args.quiet)
+    bars = _Bars(args.quiet)
     t0 = time.time()
-    frames = pipe(str(image), prompt, negative_prompt=negative, num_frames=args.frames, height=args.height,
-                  width=args.width, target_fps=args.fps, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, sampler=args.sampler, generator=torch.Generator().manual_seed(seed),
-                  sequential_cfg=args.sequential_cfg, callback=lambda i, t, x0: bar.update(1), output_type="np")[0]
-    bar.close()
+    generator = torch.Generator().manual_seed(seed)
+    base_kw = {"negative_prompt": negative, "target_fps": args.fps, "num_inference_steps": args.steps,
+               "guidance_scale": args.guidance, "sampler": args.sampler, "sequential_cfg": args.sequential_cfg,
+               "callback": bars.callback(args.steps, f"{image.name}")}
     meta = {"prompt": prompt, "negative_prompt": negative, "seed": seed, "sampler": args.sampler,
             "steps": args.steps, "guidance": args.guidance, "fps_condition": args.fps, "model": str(args.model),
-            "image": str(image), "frames": args.frames, "width": args.width, "height": args.height,
-            "seconds": round(time.time() - t0, 2), "generator": "i2vgen"}
+            "image": str(image), "frames": args.frames, "width": args.width, "height": args.height}
+    if args.refine:
+        from i2vgen.pipelines.refine import DEFAULT_STEPS, strength_to_t_start
+
+        steps = args.refine_steps or DEFAULT_STEPS["dpmpp-2m-sde"]
+        refine_kw = {"num_inference_steps": steps, "sequential_cfg": args.sequential_cfg,
+                     "callback": bars.callback(steps, f"{image.name} refine")}
+        frames = pipe(str(image), prompt, num_frames=args.frames, width=args.width, height=args.height,
+                      refine_width=args.refine_width, refine_height=args.refine_height, strength=args.strength,
+                      generator=generator, base_kwargs=base_kw, refine_kwargs=refine_kw, output_type="np")[0]
+        meta.update(width=args.refine_width, height=args.refine_height, base_width=args.width,
+                    base_height=args.height, refine={
+                        "model": str(args.refiner_model), "unet": args.refiner_unet, "strength": args.strength,
+                        "t_start": strength_to_t_start(args.strength), "steps": steps, "sampler": "dpmpp-2m-sde"})
+    else:
+        frames = pipe(str(image), prompt, num_frames=args.frames, height=args.height, width=args.width,
+                      generator=generator, output_type="np", **base_kw)[0]
+    bars.close()
+    meta.update(seconds=round(time.time() - t0, 2), generator="i2vgen")
     write_video(frames, out, fps=args.save_fps, metadata=meta)
     write_sidecar_json(_sidecar(out), meta)
     print(f"wrote {out} ({args.frames} frames, seed {seed}, {meta['seconds']} s)", file=sys.stderr)
@@ -156,6 +202,144 @@ def _progress(total: int, desc: str, disable: bool):  # noqa: ANN202
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", disable=disable, leave=False)
+
+
+class _Bars:
+    """One progress bar per stage, each opened at its stage's first step (the previous one is closed then)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
+
+    def callback(self, total: int, desc: str):  # noqa: ANN202
+        def step(i: int, t: float, x0: Any) -> None:
+            if i == 0:
+                self.close()
+                self.bar = _progress(total, desc, disable=self.quiet)
+            self.bar.update(1)
+
+        return step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---- refine -------------------------------------------------------------------------------------------------------
+def add_refine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="refine a video to 1280x720 with a text prompt (refinement stage)",
+                       description="Refine any video with the MS-Vid2Vid-XL refiner: its frames are resized to the "
+                                   "target size, noised part of the way (--strength) and denoised guided by the "
+                                   "prompt. Long videos are refined in overlapping windows of frames. Output format "
+                                   "by extension: .mp4 (H.264), .gif, .webp, or a folder of PNG frames.")
+    p.add_argument("--video", required=True, help="input video (anything FFmpeg reads; audio is ignored; a variable "
+                                                  "frame rate is resampled to constant fps)")
+    p.add_argument("--prompt", default="", help="what the video shows (the reference's quality suffix is appended)")
+    p.add_argument("--output", "-o", required=True, help="output file (.mp4/.gif/.webp) or folder")
+    p.add_argument("--model", required=True, help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/)")
+    p.add_argument("--unet", default=None, help="refiner UNet weights instead of MODEL/unet, e.g. non_ema_0035000.pth")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--strength", type=float, default=0.6,
+                   help="how much is re-generated: noise to t = round(1000 * strength) - 1 (default 0.6: t = 599, "
+                        "the reference; lower keeps more of the input)")
+    p.add_argument("--sampler", default="dpmpp-2m-sde", choices=("dpmpp-2m-sde", "heun"))
+    p.add_argument("--steps", type=int, default=None, help="default 30 (dpmpp-2m-sde) or 50 (heun)")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--guidance-rescale", type=float, default=0.2)
+    p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
+    p.add_argument("--no-suffix", action="store_true", help="do not append the reference's positive suffix")
+    p.add_argument("--window", type=int, default=32, help="frames per temporal window (default 32; 0: all at once)")
+    p.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows (default "
+                                                             "window / 4)")
+    p.add_argument("--max-frames", type=int, default=None, help="refine only the first N frames")
+    p.add_argument("--resize", default="stretch", choices=("stretch", "crop"),
+                   help="stretch to the target size (reference) or scale to cover it and crop the centre")
+    p.add_argument("--save-fps", type=float, default=None, help="frame rate of the written file (default: the input's)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded)")
+    _add_device_args(p, "one component on the device at a time")
+    p.set_defaults(func=run_refine)
+
+
+def _check_refine_settings(model: str, unet: str | None, width: int, height: int, strength: float, sampler: str,
+                           steps: int | None) -> None:
+    """Strength, steps and the target size (against the folder's JSON configs) before any weights load."""
+    from i2vgen.pipelines.refine import check_target_size, folder_geometry, sampling_timesteps
+
+    sampling_timesteps(strength, sampler, steps)
+    geometry = folder_geometry(model, unet)
+    if geometry is not None:
+        check_target_size(width, height, *geometry)
+    elif width < 1 or height < 1:
+        raise InputError(f"refine width and height must be positive, got {width}x{height}")
+
+
+def _load_refiner(model: str, unet: str | None, args: argparse.Namespace):  # noqa: ANN202
+    from i2vgen.pipelines.refine import I2VGenRefinePipeline
+
+    return I2VGenRefinePipeline.from_pretrained(model, unet=unet, dtype=_dtype(args.dtype), variant=args.variant)
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    from i2vgen.io import output_kind
+    from i2vgen.pipelines.refine import check_refine_args, load_video
+
+    output_kind(args.output)  # an unknown extension fails before any work
+    window = args.window or None
+    if args.window < 0:
+        raise InputError(f"--window must be >= 0, got {args.window}")
+    overlap = args.overlap if args.overlap is not None else (window or 0) // 4
+    check_refine_args(args.guidance, args.guidance_rescale, window, overlap)
+    if args.save_fps is not None and not args.save_fps > 0:
+        raise InputError(f"--save-fps must be > 0, got {args.save_fps}")
+    _check_refine_settings(args.model, args.unet, args.width, args.height, args.strength, args.sampler, args.steps)
+    frames, fps, notes = load_video(args.video, max_frames=args.max_frames)  # a bad video fails before loading
+    for note in notes:
+        print(f"i2vgen: note: {note}", file=sys.stderr)
+    h, w = frames.shape[1:3]
+    if args.resize == "stretch" and abs((w / h) / (args.width / args.height) - 1) > 0.02:
+        print(f"i2vgen: note: the {w}x{h} input is stretched to {args.width}x{args.height}; --resize crop keeps its "
+              f"aspect", file=sys.stderr)
+    pipe = _load_refiner(args.model, args.unet, args)
+    pipe = pipe.enable_model_cpu_offload(args.device) if args.offload else pipe.to(args.device)
+    refine_one(pipe, args, frames, fps, window, overlap)
+    return 0
+
+
+def refine_one(pipe, args: argparse.Namespace, frames: Any, fps: float, window: int | None,  # noqa: ANN001
+               overlap: int) -> dict[str, Any]:
+    import torch
+
+    from i2vgen.io import write_sidecar_json, write_video
+    from i2vgen.pipelines.refine import DEFAULT_NEGATIVE_PROMPT, DEFAULT_STEPS, POSITIVE_SUFFIX, strength_to_t_start
+
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+    suffix = "" if args.no_suffix else POSITIVE_SUFFIX
+    steps = args.steps or DEFAULT_STEPS[args.sampler]
+    bars = _Bars(args.quiet)
+    t0 = time.time()
+    out = pipe(frames, args.prompt, negative_prompt=negative, positive_suffix=suffix, width=args.width,
+               height=args.height, strength=args.strength, num_inference_steps=steps, sampler=args.sampler,
+               guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale, window_size=window,
+               window_overlap=overlap, resize_mode=args.resize, generator=torch.Generator().manual_seed(seed),
+               sequential_cfg=args.sequential_cfg, callback=bars.callback(steps, Path(args.video).name),
+               output_type="np")[0]
+    bars.close()
+    save_fps = args.save_fps or fps
+    meta = {"prompt": args.prompt, "positive_suffix": suffix, "negative_prompt": negative, "seed": seed,
+            "sampler": args.sampler, "steps": steps, "guidance": args.guidance,
+            "guidance_rescale": args.guidance_rescale, "strength": args.strength,
+            "t_start": strength_to_t_start(args.strength), "model": str(args.model), "unet": args.unet,
+            "input": str(args.video), "input_fps": fps, "fps": save_fps, "frames": len(out), "width": args.width,
+            "height": args.height, "resize": args.resize, "window": window, "overlap": overlap,
+            "seconds": round(time.time() - t0, 2), "generator": "i2vgen", "stage": "refine"}
+    out_path = Path(args.output)
+    write_video(out, out_path, fps=save_fps, metadata=meta)
+    write_sidecar_json(_sidecar(out_path), meta)
+    print(f"wrote {out_path} ({len(out)} frames at {args.width}x{args.height}, seed {seed}, {meta['seconds']} s)",
+          file=sys.stderr)
+    return meta
 
 
 # ---- convert ------------------------------------------------------------------------------------------------------
@@ -204,13 +388,16 @@ def run_demo(args: argparse.Namespace) -> int:
 # ---- entry point --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from i2vgen import __version__
+    from i2vgen.eval import add_eval_command
 
     parser = argparse.ArgumentParser(prog="i2vgen", description="I2VGen-XL: image-to-video diffusion, both stages.")
     parser.add_argument("--version", action="version", version=f"i2vgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate(sub)
+    add_refine(sub)
     add_convert(sub)
     add_demo(sub)
+    add_eval_command(sub)
     return parser
 
 
