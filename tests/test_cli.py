@@ -160,3 +160,27 @@ def test_convert_between_all_three_formats(tmp_path, model_dir, capsys):
     assert main(["convert", str(tmp_path / "src"), str(tmp_path / "diff"), "--to", "diffusers"]) == 1
     assert "exists" in _err(capsys)
     os.environ.get("CI")  # noqa: B018
+
+
+def test_generate_with_lora_adapter(tmp_path, model_dir, image, capsys):
+    from i2vgen.io import read_video
+    from i2vgen.models.loading import load_unet
+    from i2vgen.train.config import LoRAConfig
+    from i2vgen.train.lora import add_lora, save_lora
+
+    unet = load_unet(model_dir / "unet")
+    with torch.no_grad():
+        for p in add_lora(unet, LoRAConfig(rank=2, alpha=2)):
+            p.normal_(0, 0.5)  # stands in for training
+    save_lora(unet, tmp_path / "adapter")
+    runs = {}
+    for name, extra in (("plain", []), ("lora", ["--lora", str(tmp_path / "adapter")]),
+                        ("zero", ["--lora", f"{tmp_path / 'adapter'}:0"])):
+        assert main(["generate", "--image", image, "--prompt", "x", "-o", str(tmp_path / name), "--model",
+                     str(model_dir), *FAST, *extra]) == 0
+        runs[name] = read_video(tmp_path / name)[0].astype(int)
+    assert (runs["plain"] == runs["zero"]).all()
+    assert abs(runs["plain"] - runs["lora"]).max() > 0
+    assert main(["generate", "--image", image, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model",
+                 str(model_dir), *FAST, "--lora", str(tmp_path / "missing")]) == 1
+    assert "LoRA adapter not found" in _err(capsys)

@@ -70,6 +70,8 @@ def _add_device_args(p: argparse.ArgumentParser, offload_help: str) -> None:
     p.add_argument("--variant", default=None, help="weight variant of the model folder, e.g. fp16")
     p.add_argument("--offload", action="store_true", help=f"model CPU offload: {offload_help}")
     p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="apply a LoRA adapter saved by `i2vgen train` to the UNet (repeatable; scale default 1)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -144,7 +146,9 @@ def _load_base_pipeline(args: argparse.Namespace):  # noqa: ANN202
     """The base pipeline, or with --refine the cascade (one stage on the device at a time, or one component)."""
     from i2vgen.pipelines.base import I2VGenPipeline
 
+    loras = _lora_specs(args.lora)  # a bad adapter path fails before the model loads
     pipe = I2VGenPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype), variant=args.variant)
+    _apply_loras(pipe.unet, loras)
     if args.refine:
         from i2vgen.pipelines.cascade import I2VGenCascadePipeline
 
@@ -274,10 +278,31 @@ def _check_refine_settings(model: str, unet: str | None, width: int, height: int
         raise InputError(f"refine width and height must be positive, got {width}x{height}")
 
 
-def _load_refiner(model: str, unet: str | None, args: argparse.Namespace):  # noqa: ANN202
+def _load_refiner(model: str, unet: str | None, args: argparse.Namespace,  # noqa: ANN202
+                  loras: list[tuple[str, float]] = ()):
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
-    return I2VGenRefinePipeline.from_pretrained(model, unet=unet, dtype=_dtype(args.dtype), variant=args.variant)
+    pipe = I2VGenRefinePipeline.from_pretrained(model, unet=unet, dtype=_dtype(args.dtype), variant=args.variant)
+    _apply_loras(pipe.unet, loras)
+    return pipe
+
+
+def _lora_specs(specs: list[str]) -> list[tuple[str, float]]:
+    from i2vgen.train.lora import parse_lora_spec
+
+    out = [parse_lora_spec(s) for s in specs]
+    for path, _ in out:
+        if not Path(path).exists():
+            raise InputError(f"LoRA adapter not found: {path}")
+    return out
+
+
+def _apply_loras(unet, loras: list[tuple[str, float]]) -> None:  # noqa: ANN001
+    if loras:
+        from i2vgen.train.lora import apply_lora
+
+        for path, scale in loras:
+            apply_lora(unet, path, scale)
 
 
 def run_refine(args: argparse.Namespace) -> int:
@@ -293,6 +318,7 @@ def run_refine(args: argparse.Namespace) -> int:
     if args.save_fps is not None and not args.save_fps > 0:
         raise InputError(f"--save-fps must be > 0, got {args.save_fps}")
     _check_refine_settings(args.model, args.unet, args.width, args.height, args.strength, args.sampler, args.steps)
+    loras = _lora_specs(args.lora)
     frames, fps, notes = load_video(args.video, max_frames=args.max_frames)  # a bad video fails before loading
     for note in notes:
         print(f"i2vgen: note: {note}", file=sys.stderr)
@@ -300,7 +326,7 @@ def run_refine(args: argparse.Namespace) -> int:
     if args.resize == "stretch" and abs((w / h) / (args.width / args.height) - 1) > 0.02:
         print(f"i2vgen: note: the {w}x{h} input is stretched to {args.width}x{args.height}; --resize crop keeps its "
               f"aspect", file=sys.stderr)
-    pipe = _load_refiner(args.model, args.unet, args)
+    pipe = _load_refiner(args.model, args.unet, args, loras)
     pipe = pipe.enable_model_cpu_offload(args.device) if args.offload else pipe.to(args.device)
     refine_one(pipe, args, frames, fps, window, overlap)
     return 0
@@ -389,6 +415,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from i2vgen import __version__
     from i2vgen.eval import add_eval_command
+    from i2vgen.train.cli import add_train_commands
 
     parser = argparse.ArgumentParser(prog="i2vgen", description="I2VGen-XL: image-to-video diffusion, both stages.")
     parser.add_argument("--version", action="version", version=f"i2vgen {__version__}")
@@ -398,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert(sub)
     add_demo(sub)
     add_eval_command(sub)
+    add_train_commands(sub)
     return parser
 
 

@@ -1,0 +1,109 @@
+"""`i2vgen train ...`: the training commands.
+
+    i2vgen train config PRESET [-o cfg.yaml]              write a preset's full configuration to edit
+    i2vgen train base   --config cfg.yaml [--resume DIR]  train the base stage
+    i2vgen train refine --config cfg.yaml [--resume DIR]  train the refinement stage
+
+`--set KEY=VALUE` (repeatable) changes one dotted field (`--set optim.lr=1e-4 --set data.sources=clips.txt`), the
+value read as YAML. With `--resume` and no `--config`, the checkpoint's own configuration is used. Several
+processes: `torchrun --nproc_per_node 8 -m i2vgen.train.cli train base --config cfg.yaml` (docs/training.md).
+`add_train_commands(subparsers)` registers the commands on the `i2vgen` parser; `main` runs them standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from i2vgen.errors import InputError
+
+
+def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train {config,base,refine}` on a top-level subparsers object; returns the `train` parser."""
+    train = subparsers.add_parser("train", help="train the base or refinement stage (or write a config)",
+                                  description="Train I2VGen-XL: phase 1 the base stage, phase 2 the refiner.")
+    sub = train.add_subparsers(dest="train_command", required=True, metavar="STAGE")
+    for stage, text in (("base", "the base stage (image + text -> video)"),
+                        ("refine", "the refinement stage (text-guided video-to-video)")):
+        p = sub.add_parser(stage, help=f"train {text}", description=f"Train {text}.")
+        p.add_argument("--config", "-c", help="a YAML TrainConfig (see `i2vgen train config`); optional with --resume")
+        p.add_argument("--resume", help="continue from a checkpoint folder, or a run folder's latest checkpoint")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a dotted config field, e.g. optim.lr=1e-4 (repeatable)")
+        p.set_defaults(func=run_train, stage=stage)
+    p = sub.add_parser("config", help="write a preset's configuration as YAML",
+                       description="Write a preset's full TrainConfig as YAML, to edit and pass to --config.")
+    from i2vgen.train.config import PRESETS
+
+    p.add_argument("preset", choices=sorted(PRESETS))
+    p.add_argument("--output", "-o", help="YAML file to write (default: print)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=run_config)
+    return train
+
+
+def _apply_sets(cfg, sets: list[str]):  # noqa: ANN001, ANN202
+    import yaml
+
+    changes = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            changes[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise InputError(f"--set {key}: cannot read {value!r}: {' '.join(str(e).split())}") from None
+    return cfg.replace(**changes) if changes else cfg
+
+
+def load_run_config(config: str | None, resume: str | None, stage: str, sets: list[str]):  # noqa: ANN201
+    """The configuration of a `train base|refine` call."""
+    from i2vgen.train.checkpoint import find_checkpoint
+    from i2vgen.train.config import TrainConfig
+
+    if config is None:
+        if resume is None:
+            raise InputError("pass --config cfg.yaml (write one with `i2vgen train config PRESET`), or --resume")
+        config = str(find_checkpoint(resume) / "config.yaml")
+    cfg = _apply_sets(TrainConfig.load_yaml(config), sets)
+    if cfg.stage != stage:
+        raise InputError(f"{config} configures the {cfg.stage} stage; run `i2vgen train {cfg.stage}` "
+                         f"(or set stage: {stage})")
+    return cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from i2vgen.train.trainer import train
+
+    cfg = load_run_config(args.config, args.resume, args.stage, args.set)
+    result = train(cfg, resume=args.resume)
+    if result.checkpoint is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {result.step} steps; last checkpoint {result.checkpoint}", file=sys.stderr)
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from i2vgen.train.config import preset
+
+    cfg = _apply_sets(preset(args.preset), args.set)
+    if args.output:
+        cfg.save_yaml(Path(args.output))
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m i2vgen.train.cli train base --config cfg.yaml` (what torchrun launches): the `i2vgen` command."""
+    from i2vgen.cli import main as i2vgen_main
+
+    return i2vgen_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
