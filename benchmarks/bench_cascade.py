@@ -25,31 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rss import peak_growth_mb, reset_peak
 
 REFERENCE_STEPS = {"base": 50, "refine": 30}
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
 def measure(fn) -> dict[str, Any]:  # noqa: ANN001
     """Run fn(callback) once -> seconds, seconds per step (median between callbacks), peak RSS growth (MB)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        rss0 = _rss_kb("VmRSS")
-    except OSError:
-        rss0 = None
+    rss0 = reset_peak()
     stamps: list[float] = []
     t0 = time.perf_counter()
     fn(lambda i, t, x0: stamps.append(time.perf_counter()))
     seconds = time.perf_counter() - t0
     per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:])) if len(stamps) > 1 else float("nan")
-    peak = (_rss_kb("VmHWM") - rss0) / 1024 if rss0 is not None else float("nan")
-    return {"seconds": seconds, "per_step": per_step, "steps": len(stamps), "peak_mb": peak}
+    return {"seconds": seconds, "per_step": per_step, "steps": len(stamps), "peak_mb": peak_growth_mb(rss0)}
 
 
 def build(tmp: Path) -> tuple[Any, Any]:

@@ -19,16 +19,9 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
+from rss import reset_peak, rss_kb
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -74,8 +67,7 @@ def run_one(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        base = _rss_kb("VmRSS") * 1024
+        base = (reset_peak() or 0) * 1024
     for _ in range(2):
         step()
     sync()
@@ -84,7 +76,7 @@ def run_one(args: argparse.Namespace) -> dict:
         step()
     sync()
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_kb("VmHWM") * 1024
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else rss_kb("VmHWM") * 1024
     params = sum(p.numel() for p in unet.parameters())
     return {"checkpointing": args.checkpointing, "clips_per_s": b * args.steps / seconds,
             "step_s": seconds / args.steps, "peak_mem_mb": (peak - base) / 2**20, "params": params,

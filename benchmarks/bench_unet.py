@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import diffusers_kwargs, image_latents_with_positions, randomize_  # noqa: E402
+from rss import peak_growth_mb, reset_peak  # noqa: E402
 
 from i2vgen.models.configs import UNET_PRESETS  # noqa: E402
 from i2vgen.models.unet import I2VGenUNet  # noqa: E402
@@ -42,21 +43,10 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
-
-
 def peak_mem_mb(fn) -> float:  # noqa: ANN001
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return float("nan")
-    base = _rss_kb("VmRSS")
+    start = reset_peak()
     fn()
-    return (_rss_kb("VmHWM") - base) / 1024
+    return peak_growth_mb(start)
 
 
 def build(size: str, seed: int = 0):  # noqa: ANN201

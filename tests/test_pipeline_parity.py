@@ -37,7 +37,8 @@ def test_frames_equal_diffusers_pipeline(tiny_folder, real_data_dir, monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = diffusers.I2VGenXLPipeline.from_pretrained(tiny_folder)
-    # transformers >= 5's CLIPTextModel has no .text_model, which the deprecated pipeline reads (spec 6): test-only patch
+    # transformers >= 5's CLIPTextModel has no .text_model, which the deprecated pipeline reads (spec 6):
+    # a test-only patch
     object.__setattr__(ref.text_encoder, "text_model", ref.text_encoder)
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
     from PIL import Image

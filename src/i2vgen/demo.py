@@ -46,7 +46,8 @@ def run(out_dir: Path, seed: int = 0) -> int:
                                               note="random weights"), 10
         pipe = I2VGenPipeline.from_pretrained(model)
         frames = pipe(sample_image(), PROMPT, negative_prompt=NEGATIVE, num_frames=16 if trained else 8, height=64,
-                      width=64, num_inference_steps=steps, guidance_scale=9.0, generator=torch.Generator().manual_seed(seed),
+                      width=64, num_inference_steps=steps, guidance_scale=9.0,
+                      generator=torch.Generator().manual_seed(seed),
                       output_type="np")[0]
     meta = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": seed, "sampler": "ddim", "steps": steps,
             "model": "tiny-shapes" if trained else "tiny model with random weights"}

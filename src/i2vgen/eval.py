@@ -250,8 +250,6 @@ def motion_magnitude(video: Frames, *, max_side: int = 256) -> dict[str, float]:
     per-pair score of VBench's dynamic degree, Vchitect/VBench: vbench/dynamic_degree.py `get_score`, with this
     flow in place of RAFT); each averaged over the F - 1 pairs. Frames larger than `max_side` are first reduced
     by an integer factor k (k x k means) and the flow multiplied by k."""
-    import torch
-    import torch.nn.functional as F
 
     v = _frames(video, "video")
     if len(v) < 2:

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding `cat[cos, sin](t * max_period^(-i/half))` (VGen `sinusoidal_embedding`). t: (B,) -> (B, dim)."""
+    """Sinusoidal embedding `cat[cos, sin](t * max_period^(-i/half))` (VGen `sinusoidal_embedding`).
+
+    t: (B,) -> (B, dim)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t[:, None].float() * freqs[None]  # (B, half)
@@ -128,7 +130,7 @@ class TransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """Per-frame attention over H*W tokens with cross-attention to the video's context (diffusers Transformer2DModel)."""
+    """Per-frame attention over H*W tokens, cross-attending to the video's context (diffusers Transformer2DModel)."""
 
     def __init__(self, channels: int, head_dim: int, groups: int, context_dim: int) -> None:
         super().__init__()

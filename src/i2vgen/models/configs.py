@@ -2,8 +2,8 @@
 
 `UNetConfig` describes both 3D UNets of I2VGen-XL: the base stage (image + text conditioned, `image_conditioning=True`)
 and the refinement stage (text-only, MS-Vid2Vid-XL, `image_conditioning=False` with its asymmetric down/up-sampling).
-Module names follow diffusers' `I2VGenXLUNet` / `UNet3DConditionModel`, so `to_diffusers_config` / `from_diffusers_config`
-translate the few fields whose names differ.
+Module names follow diffusers' `I2VGenXLUNet` / `UNet3DConditionModel`, so `to_diffusers_config` and
+`from_diffusers_config` translate the few fields whose names differ.
 """
 
 from __future__ import annotations
