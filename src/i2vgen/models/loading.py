@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -121,12 +121,7 @@ def _read(path: Path, variant: str | None) -> tuple[dict[str, Tensor], UNetConfi
         cfg_file = path / "config.json"
         if not cfg_file.exists():
             raise CheckpointError(f"{path} holds no config.json: not a diffusers or i2vgen UNet folder")
-        try:
-            meta = json.loads(cfg_file.read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{cfg_file} does not hold a JSON object")
+        meta = read_json_object(cfg_file)
         name = meta.get("_class_name")
         if name in _CLASSES:
             cfg = UNetConfig.from_dict(meta)
@@ -135,6 +130,17 @@ def _read(path: Path, variant: str | None) -> tuple[dict[str, Tensor], UNetConfi
         return _read_weights_file(_diffusers_weights(path, variant)), cfg
     sd = _read_weights_file(path)
     return _to_diffusers_keys(sd, path), None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A config file's JSON object; anything else is a one-line CheckpointError."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return d
 
 
 def _diffusers_weights(folder: Path, variant: str | None) -> Path:

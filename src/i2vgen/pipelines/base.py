@@ -26,16 +26,15 @@ from i2vgen.diffusion import (
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.image import ImageSource, clip_preprocess, latent_preprocess, load_image
 from i2vgen.models.encoders import ImageEncoder, TextEncoder
-from i2vgen.models.loading import load_unet
+from i2vgen.models.loading import load_unet, read_json_object
 from i2vgen.models.unet import I2VGenUNet, UNetCondition
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OutputType,
-    Placement,
+    StagePipeline,
     check_generation_args,
     check_model_folder,
     frames_to_output,
-    read_json,
     resolve_model_path,
 )
 
@@ -56,7 +55,7 @@ COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer", "image_encoder"]
 StepCallback = Callable[[int, float, Tensor], None]
 
 
-class I2VGenPipeline:
+class I2VGenPipeline(StagePipeline):
     """Image-to-video with the I2VGen-XL base stage. Components are passed in; `from_pretrained` loads a folder."""
 
     def __init__(self, unet: I2VGenUNet, vae: VideoVAE, text_encoder: TextEncoder, image_encoder: ImageEncoder,
@@ -64,8 +63,7 @@ class I2VGenPipeline:
         self.unet, self.vae = unet.eval(), vae.eval()
         self.text_encoder, self.image_encoder = text_encoder.eval(), image_encoder.eval()
         self.alphas_cumprod = base_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
-        self.placement = Placement(device)
-        self.to(device)
+        self.to(device)  # sets self.placement
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -84,7 +82,7 @@ class I2VGenPipeline:
         check_model_folder(root, COMPONENTS)
         sched = root / "scheduler" / "scheduler_config.json"
         if sched.exists():
-            pred = read_json(sched).get("prediction_type", "v_prediction")
+            pred = read_json_object(sched).get("prediction_type", "v_prediction")
             if pred != "v_prediction":
                 raise CheckpointError(f"{sched} says prediction_type={pred!r}; I2VGen-XL models predict v")
         unet = load_unet(root / "unet", dtype, variant=variant, concat_scale=concat_scale)
@@ -96,19 +94,6 @@ class I2VGenPipeline:
         image = ImageEncoder.from_model_folder(root, dtype, variant)
         _check_dims(unet, text, image, vae)
         return cls(unet, vae, text, image, device=device)
-
-    def to(self, device: torch.device | str) -> I2VGenPipeline:
-        self.placement = Placement(device, offload=False)
-        for m in self._modules():
-            m.to(self.placement.device)
-        return self
-
-    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> I2VGenPipeline:
-        """Keep components on the CPU and move each to `device` only while it runs (text, image, VAE, UNet, VAE)."""
-        for m in self._modules():
-            m.to("cpu")
-        self.placement = Placement(device, offload=True)
-        return self
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.text_encoder, self.image_encoder, self.vae, self.unet]

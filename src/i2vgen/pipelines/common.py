@@ -4,7 +4,6 @@ offload, and turning decoded frames into the requested output type."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -70,16 +69,6 @@ def check_model_folder(root: Path, components: list[str]) -> None:
         raise CheckpointError(f"model folder {root} lacks component folder(s): {', '.join(missing)}")
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
-    return d
-
-
 class Placement:
     """Where components run. Without offload every component lives on `device`. With model CPU offload they live on
     the CPU and each moves to `device` only while it runs, so the peak is the largest component, not the sum."""
@@ -99,6 +88,29 @@ class Placement:
                 module.to("cpu")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+
+class StagePipeline:
+    """Device placement shared by the stage pipelines: all components on one device (`to`), or each moved there
+    only while it runs (`enable_model_cpu_offload`). Subclasses list their components in `_modules`."""
+
+    placement: Placement
+
+    def _modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str):  # noqa: ANN201 - returns self
+        self.placement = Placement(device, offload=False)
+        for m in self._modules():
+            m.to(self.placement.device)
+        return self
+
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda"):  # noqa: ANN201 - returns self
+        """Keep components on the CPU and move each to `device` only while it runs."""
+        for m in self._modules():
+            m.to("cpu")
+        self.placement = Placement(device, offload=True)
+        return self
 
 
 def check_generation_args(*, num_frames: int, num_inference_steps: int, guidance_scale: float, sampler: str,

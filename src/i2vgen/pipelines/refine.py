@@ -71,7 +71,7 @@ from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OUTPUT_TYPES,
     OutputType,
-    Placement,
+    StagePipeline,
     check_model_folder,
     frames_to_output,
     resolve_model_path,
@@ -282,7 +282,7 @@ def resize_frames(frames: Tensor, width: int, height: int, mode: ResizeMode = "s
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------
-class I2VGenRefinePipeline:
+class I2VGenRefinePipeline(StagePipeline):
     """Video + text -> a refined video at 1280x720 (MS-Vid2Vid-XL). Components are passed in; `from_pretrained`
     loads a folder."""
 
@@ -290,8 +290,7 @@ class I2VGenRefinePipeline:
                  alphas_cumprod: Tensor | None = None, device: torch.device | str = "cpu") -> None:
         self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder.eval()
         self.alphas_cumprod = refiner_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
-        self.placement = Placement(device)
-        self.to(device)
+        self.to(device)  # sets self.placement
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -325,19 +324,6 @@ class I2VGenRefinePipeline:
             raise CheckpointError(f"VAE latent channels {vae.latent_channels} != UNet input channels "
                                   f"{net.config.in_channels}")
         return cls(net, vae, text, device=device)
-
-    def to(self, device: torch.device | str) -> I2VGenRefinePipeline:
-        self.placement = Placement(device, offload=False)
-        for m in self._modules():
-            m.to(self.placement.device)
-        return self
-
-    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> I2VGenRefinePipeline:
-        """Keep components on the CPU and move each to `device` only while it runs (text, VAE, UNet, VAE)."""
-        for m in self._modules():
-            m.to("cpu")
-        self.placement = Placement(device, offload=True)
-        return self
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.text_encoder, self.vae, self.unet]
