@@ -94,10 +94,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true", help="print where our forward spends its time, per aten op")
+    ap.add_argument("--fp64", action="store_true", help="also compare both fp32 outputs with diffusers in float64")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours) (slow to compile)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(*args.memory_child)
+        return
+    if args.profile or args.fp64 or args.compile:
+        extras(args)
         return
 
     rate32, rate16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
@@ -144,6 +150,48 @@ def main() -> None:
         print(f"  ratio ours/diffusers: time {mo / mr:.3f}, peak memory {mem_ours / max(mem_ref, 1e-9):.3f}")
         print(f"  ours bf16 autocast: median {mb * 1e3:8.1f} ms  speed-up vs ours fp32 {mo / mb:.2f}x  "
               f"error vs fp32: max {bf_err:.2e}, relative L2 {bf_rel:.2e}")
+
+
+def extras(args: argparse.Namespace) -> None:
+    for size in args.sizes:
+        cfg, ours, ref, run_ours, run_ref = build(size)
+        print(f"== {size}")
+        with torch.no_grad():
+            out_ours, out_ref = run_ours(), run_ref()
+            if args.profile:
+                with torch.profiler.profile() as prof:
+                    run_ours()
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+            if args.fp64:
+                ref.double()
+                _, b, f, h, w = SIZES[size]
+                g = torch.Generator().manual_seed(0)  # the same draws as build()
+                x = torch.randn(b, 4, f, h, w, generator=g).double()
+                ehs = torch.randn(b, 77, cfg.cross_attention_dim, generator=g).double()
+                img = torch.randn(b, cfg.cross_attention_dim, generator=g).double()
+                lat = torch.randn(b, 4, h, w, generator=g).double()
+                r64 = ref(x, torch.full((b,), 500), fps=torch.full((b,), 16),
+                          image_latents=image_latents_with_positions(lat, f), image_embeddings=img,
+                          encoder_hidden_states=ehs).sample
+                print(f"  max |fp32 - float64 diffusers|: diffusers {(out_ref.double() - r64).abs().max():.2e}, "
+                      f"ours {(out_ours.double() - r64).abs().max():.2e}")
+            if args.compile:
+                ts_eager = []
+                for _ in range(args.runs):
+                    t1 = time.perf_counter()
+                    run_ours()
+                    ts_eager.append(time.perf_counter() - t1)
+                t0 = time.perf_counter()
+                ours.forward = torch.compile(ours.forward)  # run_ours now goes through the compiled forward
+                err = (run_ours() - out_ours).abs().max().item()
+                print(f"  torch.compile: {time.perf_counter() - t0:.1f} s to compile; max |compiled - eager| {err:.2e}")
+                ts = []
+                for _ in range(args.runs):
+                    t1 = time.perf_counter()
+                    run_ours()
+                    ts.append(time.perf_counter() - t1)
+                print(f"  eager median {statistics.median(ts_eager) * 1e3:.1f} ms, compiled median "
+                      f"{statistics.median(ts) * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
