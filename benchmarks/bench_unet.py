@@ -173,8 +173,10 @@ def extras(args: argparse.Namespace) -> None:
                 r64 = ref(x, torch.full((b,), 500), fps=torch.full((b,), 16),
                           image_latents=image_latents_with_positions(lat, f), image_embeddings=img,
                           encoder_hidden_states=ehs).sample
-                print(f"  max |fp32 - float64 diffusers|: diffusers {(out_ref.double() - r64).abs().max():.2e}, "
-                      f"ours {(out_ours.double() - r64).abs().max():.2e}")
+                for name, out in (("diffusers", out_ref), ("ours", out_ours)):
+                    e = out.double() - r64
+                    print(f"  {name} fp32 vs diffusers float64: max abs {e.abs().max():.2e}, "
+                          f"relative L2 {e.norm() / r64.norm():.2e}")
             if args.compile:
                 ts_eager = []
                 for _ in range(args.runs):

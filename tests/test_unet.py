@@ -154,3 +154,21 @@ def test_real_preset_size_and_keys_match_diffusers():
     b = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert a == b
     assert len(a) == 1511
+
+
+def test_group_norm_stays_accurate_on_channels_last_inputs():
+    """PyTorch's channels-last CPU GroupNorm loses ~1e-4 to cancellation on inputs with a large mean; ours subtracts
+    the group means first (models/blocks.py)."""
+    from i2vgen.models.blocks import GroupNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 8, 32, 32, generator=g) * 2 + 5
+    norm = GroupNorm(32, 64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, generator=g))
+        norm.bias.copy_(torch.randn(64, generator=g))
+        ref = torch.nn.functional.group_norm(x.double(), 32, norm.weight.double(), norm.bias.double(), norm.eps)
+        out = norm(x.contiguous(memory_format=torch.channels_last_3d))
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert (out.double() - ref).abs().max() < 3e-5
+    torch.testing.assert_close(norm(x), out, atol=3e-5, rtol=0)  # contiguous inputs take the native kernel

@@ -26,6 +26,27 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` that stays accurate on channels-last inputs.
+
+    PyTorch's CPU kernel for channels-last memory loses precision to cancellation when activations have a large mean
+    (measured on (2, 64, 16, 32, 32) inputs of mean 5: 2e-4 max error against float64, vs 2e-6 for contiguous
+    inputs). A group norm is unchanged by subtracting a constant per (sample, group), so subtracting the group means
+    first (one reduction and one elementwise pass, about doubling the norm's cost) brings the error back to ~1e-6
+    and keeps the layout.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_contiguous():
+            return super().forward(x)
+        n, c = x.shape[:2]
+        g = self.num_groups
+        spatial = tuple(range(2, x.ndim))
+        group_mean = x.mean(dim=spatial).view(n, g, c // g).mean(-1, keepdim=True)  # (N, G, 1)
+        shift = group_mean.expand(n, g, c // g).reshape(n, c, *([1] * len(spatial)))
+        return F.group_norm(x - shift, g, self.weight, self.bias, self.eps)
+
+
 class TimestepEmbedding(nn.Module):
     """Linear -> SiLU -> Linear (diffusers `TimestepEmbedding` key names)."""
 
@@ -134,7 +155,7 @@ class SpatialTransformer(nn.Module):
 
     def __init__(self, channels: int, head_dim: int, groups: int, context_dim: int) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
         self.transformer_blocks = nn.ModuleList(
             [TransformerBlock(channels, channels // head_dim, head_dim, context_dim)]
@@ -158,7 +179,7 @@ class TemporalTransformer(nn.Module):
     def __init__(self, channels: int, heads: int, head_dim: int, groups: int) -> None:
         super().__init__()
         inner = heads * head_dim
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, head_dim, None)])
         self.proj_out = nn.Linear(inner, channels)
@@ -188,10 +209,10 @@ class TemporalConv(nn.Module):
         def conv() -> nn.Conv3d:
             return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-        self.conv1 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), conv())
-        self.conv2 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv3 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv4 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv1 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), conv())
+        self.conv2 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv3 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv4 = nn.Sequential(GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         # x: (B*F, C, H, W) channels-last; its (B, C, F, H, W) view is channels-last-3d, which Conv3d takes as is.
@@ -206,10 +227,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.norm1 = GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.time_emb_proj = nn.Linear(emb_dim, out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = GroupNorm(groups, out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 

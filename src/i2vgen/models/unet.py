@@ -27,6 +27,7 @@ from i2vgen.errors import InputError
 from i2vgen.models.blocks import (
     Attention,
     FeedForward,
+    GroupNorm,
     Level,
     MidBlock,
     TemporalTransformer,
@@ -66,7 +67,7 @@ class UNet3D(nn.Module):
             in_chs = [(prev_out if j == 0 else out) + (skip_in if j == L - 1 else out) for j in range(L)]
             self.up_blocks.append(Level(in_chs, out, emb_dim, groups, hd, ctx, rev_attn[i], cfg.dropout,
                                         "up" if i < n - 1 else None, refiner))
-        self.conv_norm_out = nn.GroupNorm(groups, chs[0])
+        self.conv_norm_out = GroupNorm(groups, chs[0])
         self.conv_out = nn.Conv2d(chs[0], cfg.out_channels, 3, padding=1)
 
     @property
