@@ -147,3 +147,36 @@ def test_missing_or_mismatched_model_folders(tmp_path):
     comps.unet = small.unet
     with pytest.raises(CheckpointError, match="do not match"):
         I2VGenPipeline.from_pretrained(write_model_folder(comps, tmp_path / "mismatch"))
+
+
+def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
+    """A Hub id is downloaded with huggingface_hub (only the pipeline's components, the chosen weight variant and no
+    original .pth files), then loaded from the returned folder. No network: snapshot_download is replaced."""
+    import huggingface_hub
+
+    folder = write_model_folder(random_components(0), tmp_path / "snapshot")
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, ignore_patterns=None, **kw):
+        calls.append((repo_id, allow_patterns, ignore_patterns))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    pipe = I2VGenPipeline.from_pretrained("ali-vilab/i2vgen-xl")
+    assert isinstance(pipe, I2VGenPipeline)
+    (repo, allow, ignore), = calls
+    assert repo == "ali-vilab/i2vgen-xl"
+    assert "model_index.json" in allow and "unet/*" in allow and "image_encoder/*" in allow
+    assert "*.pth" in ignore and "*.fp16.safetensors" in ignore
+    calls.clear()
+    with pytest.raises(CheckpointError):  # the fake folder holds no fp16 files
+        I2VGenPipeline.from_pretrained("ali-vilab/i2vgen-xl", variant="fp16")
+    (_, _, ignore), = calls
+    assert "*.fp16.safetensors" not in ignore and "*/diffusion_pytorch_model.safetensors" in ignore
+
+    def offline(*a, **k):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError, match="cannot download owner/model"):
+        I2VGenPipeline.from_pretrained("owner/model")
