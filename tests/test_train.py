@@ -346,3 +346,18 @@ def test_train_commands(tmp_path_factory, tmp_path, capsys):
     # A fresh run never writes over another run's checkpoints.
     assert main(["train", "base", "--config", str(tmp_path / "cfg.yaml")]) == 1
     assert "already holds checkpoints" in capsys.readouterr().err
+
+
+def test_training_on_a_ready_made_sample_dataset_the_shapes_task(tmp_path_factory, tmp_path):
+    """`SampleDataset` lets `train(dataset=...)` take any dataset of finished samples: here the synthetic shapes task
+    (issue 6's training data), two base-stage steps with a checkpoint."""
+    from i2vgen.shapes import ShapesDataset
+    from i2vgen.train.data import SampleDataset
+
+    shapes = ShapesDataset("train", length=8, size=16, num_frames=2)
+    cfg = tiny_config(tmp_path_factory, tmp_path / "run", **{"data.sources": [], "max_steps": 2})
+    result = train(cfg, dataset=SampleDataset(shapes, cfg.data))
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "unet").is_dir()
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == ["1", "2"] and all(r["skipped"] == "0" for r in rows)

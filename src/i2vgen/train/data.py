@@ -686,6 +686,29 @@ class ShardedBatchSampler(Sampler[list[SampleKey]]):
         return batches
 
 
+class SampleDataset(Dataset):
+    """A dataset that already returns finished samples (the item layout of `VideoTextDataset`, e.g.
+    `i2vgen.shapes.ShapesDataset`), made usable by `make_dataloader` and `train(dataset=...)`: it takes the sampler's
+    `(index, epoch, offset)` keys, reports the data position for exact resume, and treats every item as a clip.
+    `config` supplies the sampler's seed (its data fields are not used to load anything)."""
+
+    def __init__(self, samples: Dataset, config: DataConfig | None = None) -> None:
+        self.samples = samples
+        self.config = config or DataConfig()
+        self.is_image = [False] * len(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        index, epoch, offset = (key[0], key[1], key[2] if len(key) > 2 else None) if isinstance(key, tuple) \
+            else (key, 0, None)
+        sample = {"skipped": [], "index": index, **self.samples[index]}
+        if offset is not None:
+            sample["position"] = {"epoch": epoch, "offset": offset}
+        return sample
+
+
 def make_dataloader(
     dataset: VideoTextDataset,
     batch_size: int,
