@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,17 @@ def random_components(seed: int = 0, unet_config: UNetConfig = TINY_UNET) -> Com
         )
 
 
+def write_text_and_vae(folder: Path, vae: AutoencoderKL, text_encoder: transformers.CLIPTextModel) -> None:
+    """The parts both stages' folders share: `vae/`, `text_encoder/` and a tiny `tokenizer/`."""
+    with quiet_transformers():
+        vae.save_pretrained(folder / "vae")
+        text_encoder.save_pretrained(folder / "text_encoder")
+        tok = transformers.CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(folder / "_tok"),
+                                                         model_max_length=77)
+        tok.save_pretrained(folder / "tokenizer")
+    shutil.rmtree(folder / "_tok")
+
+
 def write_model_folder(c: Components, dst: str | os.PathLike, *, note: str = "") -> Path:
     """Write a diffusers-layout model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
     image_encoder/, scheduler/), atomically."""
@@ -69,15 +81,8 @@ def write_model_folder(c: Components, dst: str | os.PathLike, *, note: str = "")
         }
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         save_unet(c.unet, tmp / "unet", format="diffusers")
-        c.vae.save_pretrained(tmp / "vae")
-        c.text_encoder.save_pretrained(tmp / "text_encoder")
+        write_text_and_vae(tmp, c.vae, c.text_encoder)
         c.image_encoder.save_pretrained(tmp / "image_encoder")
-        tok = transformers.CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(tmp / "_tok"),
-                                                         model_max_length=77)
-        tok.save_pretrained(tmp / "tokenizer")
-        for f in (tmp / "_tok").iterdir():
-            f.unlink()
-        (tmp / "_tok").rmdir()
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     return dst

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ from diffusers import AutoencoderKL
 
 from i2vgen.io.atomic import atomic_dir
 from i2vgen.models.configs import UNET_PRESETS, UNetConfig
-from i2vgen.models.encoders import tiny_text_config, write_tiny_clip_tokenizer
+from i2vgen.models.encoders import tiny_text_config
 from i2vgen.models.loading import save_unet
 from i2vgen.models.refiner import I2VGenRefinerUNet
+from i2vgen.models.tiny import write_text_and_vae
 from i2vgen.models.vae import tiny_vae_config
 
 TINY_REFINER = UNET_PRESETS["tiny-refiner"]
@@ -62,10 +62,5 @@ def write_refiner_folder(c: RefinerComponents, dst: str | os.PathLike, *, note: 
         }
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         save_unet(c.unet, tmp / "unet", format="i2vgen")
-        c.vae.save_pretrained(tmp / "vae")
-        c.text_encoder.save_pretrained(tmp / "text_encoder")
-        tok = transformers.CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(tmp / "_tok"),
-                                                         model_max_length=77)
-        tok.save_pretrained(tmp / "tokenizer")
-        shutil.rmtree(tmp / "_tok")
+        write_text_and_vae(tmp, c.vae, c.text_encoder)
     return dst
