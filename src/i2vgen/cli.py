@@ -39,23 +39,27 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, help="output file (.mp4/.gif/.webp/folder) or, with --list, folder")
     p.add_argument("--model", default="ali-vilab/i2vgen-xl",
                    help="model folder, built-in name (tiny-shapes) or Hub id (default: ali-vilab/i2vgen-xl)")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--height", type=int, default=None, help="base stage height (default 704, or 352 with --refine)")
-    p.add_argument("--width", type=int, default=None, help="base stage width (default 1280, or 640 with --refine)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (default 16, or the model's)")
+    p.add_argument("--height", type=int, default=None,
+                   help="base stage height (default 704, or 352 with --refine; a tiny model's own size)")
+    p.add_argument("--width", type=int, default=None,
+                   help="base stage width (default 1280, or 640 with --refine; a tiny model's own size)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=9.0)
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp-2m", "dpmpp-2m-sde"))
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded)")
-    p.add_argument("--fps", type=int, default=16, help="fps condition of the model (default 16, the reference)")
+    p.add_argument("--fps", type=int, default=None,
+                   help="fps condition of the model (default 16, the reference; a tiny model's own)")
     p.add_argument("--save-fps", type=float, default=8.0,
                    help="frame rate of the written file (default 8, as the reference saves)")
     p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt (base stage)")
     r = p.add_argument_group("refinement stage (--refine)")
     r.add_argument("--refine", action="store_true", help="refine the base stage's frames (the I2VGen-XL cascade)")
-    r.add_argument("--refiner-model", help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/)")
+    r.add_argument("--refiner-model", help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/) or built-in "
+                                           "name; the tiny-shapes model names its own refiner")
     r.add_argument("--refiner-unet", default=None, help="refiner UNet weights instead of REFINER_MODEL/unet")
-    r.add_argument("--refine-width", type=int, default=1280)
-    r.add_argument("--refine-height", type=int, default=720)
+    r.add_argument("--refine-width", type=int, default=None, help="default 1280 (a tiny model's own size)")
+    r.add_argument("--refine-height", type=int, default=None, help="default 720 (a tiny model's own size)")
     r.add_argument("--strength", type=float, default=0.6,
                    help="how much the refiner re-generates: it noises to t = round(1000 * strength) - 1 "
                         "(default 0.6: t = 599, the reference)")
@@ -110,15 +114,12 @@ def run_generate(args: argparse.Namespace) -> int:
         jobs = [j for j in jobs if not j[2].exists()]
         if done:
             print(f"skipping {len(done)} finished video(s)", file=sys.stderr)
+    apply_model_defaults(args)
     for name, v in (("--frames", args.frames), ("--steps", args.steps)):
         if v < 1:
             raise InputError(f"{name} must be >= 1, got {v}")
     if args.guidance < 0:
         raise InputError(f"--guidance must be >= 0, got {args.guidance}")
-    if args.width is None:
-        args.width = 640 if args.refine else 1280
-    if args.height is None:
-        args.height = 352 if args.refine else 704
     if args.refine:
         if not args.refiner_model:
             raise InputError("--refine needs --refiner-model (a folder with unet/, vae/, text_encoder/, tokenizer/)")
@@ -140,6 +141,21 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"i2vgen: {failures} of {len(jobs)} item(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def apply_model_defaults(args: argparse.Namespace) -> None:
+    """Fill the size, frame and fps flags left unset: from the model folder's suggestions (`_i2vgen_defaults`, the
+    tiny models), else the reference's (16 frames at 1280x704, or 640x352 refined to 1280x720; fps 16)."""
+    from i2vgen.pipelines.common import model_defaults
+
+    d = model_defaults(args.model)
+    base_w, base_h = (640, 352) if args.refine and "width" not in d else (1280, 704)
+    for name, key, fallback in (("frames", "num_frames", 16), ("width", "width", base_w),
+                                ("height", "height", base_h), ("fps", "target_fps", 16),
+                                ("refine_width", "refine_width", 1280), ("refine_height", "refine_height", 720),
+                                ("refiner_model", "refiner", None)):
+        if getattr(args, name, None) is None:
+            setattr(args, name, d.get(key, fallback))
 
 
 def _load_base_pipeline(args: argparse.Namespace):  # noqa: ANN202
@@ -242,8 +258,8 @@ def add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, help="output file (.mp4/.gif/.webp) or folder")
     p.add_argument("--model", required=True, help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/)")
     p.add_argument("--unet", default=None, help="refiner UNet weights instead of MODEL/unet, e.g. non_ema_0035000.pth")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--width", type=int, default=None, help="default 1280 (a tiny model's own size)")
+    p.add_argument("--height", type=int, default=None, help="default 720 (a tiny model's own size)")
     p.add_argument("--strength", type=float, default=0.6,
                    help="how much is re-generated: noise to t = round(1000 * strength) - 1 (default 0.6: t = 599, "
                         "the reference; lower keeps more of the input)")
@@ -309,7 +325,12 @@ def run_refine(args: argparse.Namespace) -> int:
     from i2vgen.io import output_kind
     from i2vgen.pipelines.refine import check_refine_args, load_video
 
+    from i2vgen.pipelines.common import model_defaults
+
     output_kind(args.output)  # an unknown extension fails before any work
+    d = model_defaults(args.model)
+    args.width = d.get("width", 1280) if args.width is None else args.width
+    args.height = d.get("height", 720) if args.height is None else args.height
     window = args.window or None
     if args.window < 0:
         raise InputError(f"--window must be >= 0, got {args.window}")
@@ -415,6 +436,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from i2vgen import __version__
     from i2vgen.eval import add_eval_command
+    from i2vgen.shapes_eval import add_eval_shapes_command
     from i2vgen.train.cli import add_train_commands
 
     parser = argparse.ArgumentParser(prog="i2vgen", description="I2VGen-XL: image-to-video diffusion, both stages.")
@@ -425,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert(sub)
     add_demo(sub)
     add_eval_command(sub)
+    add_eval_shapes_command(sub)
     add_train_commands(sub)
     return parser
 

@@ -1,4 +1,10 @@
-"""`i2vgen demo` / `make demo`: the whole image-to-video pipeline, offline, on a tiny embedded model."""
+"""`i2vgen demo` / `make demo`: the whole two-stage pipeline, offline, on the embedded tiny-shapes model.
+
+A shipped picture (`assets/samples/red-circle.png`, a red circle on light grey) and a prompt go through the base stage
+at 32x32 (CLIP text and image encoders, VAE, the I2VGen-XL base UNet, DDIM with classifier-free guidance), then the
+refiner at 64x64; the result is written as demo.mp4 and demo.gif with a JSON sidecar. Installations without the
+embedded model (it is package data) fall back to a tiny model with random weights and say so.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +14,32 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from i2vgen.io import write_sidecar_json, write_video
-from i2vgen.pipelines.common import BUILTIN_MODELS
+from i2vgen.pipelines.common import ASSETS, BUILTIN_MODELS
 
 PROMPT = "a red circle moves right"
-NEGATIVE = "blurry, static"
+SAMPLE_IMAGE = ASSETS / "samples" / "red-circle.png"
+BASE_STEPS, REFINE_STEPS = 25, 20
 RANDOM_WEIGHTS_NOTE = """\
-NOTE: no trained weights ship with this version yet. The demo runs the complete pipeline (CLIP text and image
-encoders, VAE, the I2VGen-XL base UNet, DDIM with classifier-free guidance, video writing) on a tiny model with
-RANDOM weights, so the video shows noise, not motion. The trained tiny model replaces it in a later version."""
+NOTE: the embedded tiny-shapes model is missing from this installation. The demo runs the complete pipeline on a
+tiny model with RANDOM weights instead, so the video shows noise, not motion."""
 
 
 def sample_image(size: int = 64) -> Image.Image:
-    """A red circle on a blue background: the kind of picture the tiny shapes model is trained on."""
-    img = Image.new("RGB", (size, size), (40, 60, 160))
-    r = size // 6
-    ImageDraw.Draw(img).ellipse((size // 3 - r, size // 2 - r, size // 3 + r, size // 2 + r), fill=(220, 40, 40))
-    return img
+    """The shipped sample picture, or the same scene rendered when the file is missing."""
+    if SAMPLE_IMAGE.is_file():
+        return Image.open(SAMPLE_IMAGE).convert("RGB")
+    return Image.fromarray(render_sample(size))
+
+
+def render_sample(size: int = 64):  # noqa: ANN201 - numpy array
+    """A red circle left of centre on light grey, as the shapes task draws it (its start allows every direction)."""
+    from i2vgen.shapes import Shape, render
+
+    circle = Shape("circle", "red", "right", "", (0.42, 0.5), 0.12, 0.2)
+    return render([circle], "light grey", size=size, num_frames=2)[0][0]
 
 
 def run(out_dir: Path, seed: int = 0) -> int:
@@ -34,28 +47,35 @@ def run(out_dir: Path, seed: int = 0) -> int:
 
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
-    trained = BUILTIN_MODELS["tiny-shapes"].is_dir()
+    trained = BUILTIN_MODELS["tiny-shapes"].is_dir() and BUILTIN_MODELS["tiny-shapes-refiner"].is_dir()
+    generator = torch.Generator().manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         if trained:
-            model, steps = "tiny-shapes", 25
+            from i2vgen.pipelines.cascade import I2VGenCascadePipeline
+
+            pipe = I2VGenCascadePipeline.from_pretrained("tiny-shapes", "tiny-shapes-refiner")
+            frames = pipe(sample_image(), PROMPT, num_frames=16, width=32, height=32, refine_width=64,
+                          refine_height=64, generator=generator,
+                          base_kwargs={"target_fps": 8, "num_inference_steps": BASE_STEPS},
+                          refine_kwargs={"num_inference_steps": REFINE_STEPS})[0]
+            meta = {"model": "tiny-shapes + tiny-shapes-refiner", "base": {"size": "32x32", "sampler": "ddim",
+                    "steps": BASE_STEPS}, "refine": {"size": "64x64", "sampler": "dpmpp-2m-sde",
+                                                     "steps": REFINE_STEPS, "strength": 0.6}}
         else:
             from i2vgen.models.tiny import random_components, write_model_folder
 
             print(RANDOM_WEIGHTS_NOTE, file=sys.stderr)
-            model, steps = write_model_folder(random_components(seed), Path(tmp) / "tiny-random",
-                                              note="random weights"), 10
-        pipe = I2VGenPipeline.from_pretrained(model)
-        frames = pipe(sample_image(), PROMPT, negative_prompt=NEGATIVE, num_frames=16 if trained else 8, height=64,
-                      width=64, num_inference_steps=steps, guidance_scale=9.0,
-                      generator=torch.Generator().manual_seed(seed),
-                      output_type="np")[0]
-    meta = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": seed, "sampler": "ddim", "steps": steps,
-            "model": "tiny-shapes" if trained else "tiny model with random weights"}
+            folder = write_model_folder(random_components(seed), Path(tmp) / "tiny-random", note="random weights")
+            frames = I2VGenPipeline.from_pretrained(folder)(
+                sample_image(), PROMPT, num_frames=8, height=64, width=64, num_inference_steps=10,
+                generator=generator, output_type="np")[0]
+            meta = {"model": "tiny model with random weights", "steps": 10}
+    meta.update(prompt=PROMPT, seed=seed, image=SAMPLE_IMAGE.name)
     for name in ("demo.mp4", "demo.gif"):
         write_video(frames, out_dir / name, fps=8, metadata=meta)
     write_sidecar_json(out_dir / "demo.json", meta)
-    print(f"wrote {out_dir / 'demo.mp4'} and {out_dir / 'demo.gif'} ({len(frames)} frames, prompt {PROMPT!r}, "
-          f"{time.time() - t0:.1f} s)", file=sys.stderr)
+    print(f"wrote {out_dir / 'demo.mp4'} and {out_dir / 'demo.gif'} ({len(frames)} frames of "
+          f"{frames.shape[2]}x{frames.shape[1]}, prompt {PROMPT!r}, {time.time() - t0:.1f} s)", file=sys.stderr)
     if not trained:
         print("(random weights: see the note above)", file=sys.stderr)
     return 0

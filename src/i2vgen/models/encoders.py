@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -283,3 +284,59 @@ def tiny_vision_config(**overrides: Any) -> transformers.CLIPVisionConfig:
         "patch_size": 8,
     }
     return transformers.CLIPVisionConfig(**{**cfg, **overrides})
+
+
+def learn_word_merges(words: Sequence[str]) -> list[tuple[str, str]]:
+    """BPE merges (in rank order) after which every word of `words` is a single token.
+
+    Classic BPE learning over the word list, each word counted once: merge the most frequent adjacent pair (ties
+    broken by the pair itself, so the result is deterministic) until no word has two symbols left. Applying the
+    merges in rank order to a learned word replays its learning, so it ends as one token. Words are CLIP-style: the
+    last symbol carries "</w>".
+    """
+    split = {w: [*w[:-1], w[-1] + "</w>"] for w in sorted(set(words)) if w}
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for symbols in split.values():
+            for pair in zip(symbols, symbols[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(best)
+        for w, symbols in split.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            split[w] = out
+
+
+def write_word_clip_tokenizer(folder: str | Path, words: Sequence[str]) -> Path:
+    """Write a CLIP BPE tokenizer (vocab.json + merges.txt) that keeps each of `words` (lower-case, no spaces) as
+    one token; any other text falls back to byte tokens. Ids: 512 byte tokens, the merged symbols, then
+    <|startoftext|> and <|endoftext|> (= pad) last, so `vocab_size` = the number of ids. Load it with
+    `CLIPTokenizer.from_pretrained(folder)`."""
+    bad = [w for w in words if not w or w != w.lower() or not re.fullmatch(r"[a-z0-9]+|[^\sa-z0-9]", w)]
+    if bad:
+        raise InputError(f"tokenizer words must be lower-case letters/digits or one punctuation mark, got {bad[:3]}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    merges = learn_word_merges(words)
+    tokens = [*chars, *(c + "</w>" for c in chars)]
+    seen = set(tokens)
+    for a, b in merges:
+        if a + b not in seen:
+            seen.add(a + b)
+            tokens.append(a + b)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n",
+                                       encoding="utf-8")
+    return folder

@@ -52,6 +52,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 # zero-terminal-SNR schedule is pure noise.
 DEFAULT_SPACING = {"ddim": "leading", "dpmpp-2m": "trailing", "dpmpp-2m-sde": "trailing"}
 COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer", "image_encoder"]
+ABLATIONS = ("image", "first_frame")  # conditions `ablate=` can zero
 StepCallback = Callable[[int, float, Tensor], None]
 
 
@@ -145,6 +146,7 @@ class I2VGenPipeline(StagePipeline):
         sequential_cfg: bool = False,
         sample_posterior: bool = True,
         set_alpha_to_one: bool = False,
+        ablate: tuple[str, ...] = (),
     ) -> Any:
         """Generate a video of `num_frames` frames at `width` x `height` from `image` and `prompt`.
 
@@ -165,6 +167,9 @@ class I2VGenPipeline(StagePipeline):
                 of one batched forward.
             sample_posterior: sample the first frame's VAE posterior as the reference does (False: its mean).
             set_alpha_to_one: DDIM's last step goes to alpha_bar = 1 (diffusers) instead of alpha_bar[0] (VGen).
+            ablate: conditions to replace with zeros in both guidance branches, for ablation studies: "image" (the
+                global CLIP image embedding) and/or "first_frame" (the detail encoder's input: the first-frame
+                latent behind the latent context tokens and the concat branch).
         """
         check_generation_args(num_frames=num_frames, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, sampler=sampler, samplers=tuple(SAMPLERS),
@@ -177,6 +182,9 @@ class I2VGenPipeline(StagePipeline):
             raise InputError("prompt and negative_prompt must be strings")
         if target_fps <= 0:
             raise InputError(f"target_fps must be > 0, got {target_fps}")
+        unknown = set(ablate) - set(ABLATIONS)
+        if unknown or isinstance(ablate, str):
+            raise InputError(f"ablate takes a tuple of {', '.join(ABLATIONS)}, got {ablate!r}")
         shape = (1, self.unet.config.in_channels, num_frames, height // f, width // f)
         if latents is not None and tuple(latents.shape) != shape:
             raise InputError(f"latents have shape {tuple(latents.shape)}, expected {shape}")
@@ -185,6 +193,10 @@ class I2VGenPipeline(StagePipeline):
         text, neg_text = self.encode_prompt(prompt, negative_prompt)
         image_embeds, first_latent = self.encode_image(image, width, height, generator=generator,
                                                        sample_posterior=sample_posterior)
+        if "image" in ablate:
+            image_embeds = torch.zeros_like(image_embeds)
+        if "first_frame" in ablate:
+            first_latent = torch.zeros_like(first_latent)
         # 2. initial noise, drawn in float32 on the generator's device so a seed gives the same video anywhere
         if latents is None:
             gen_device = generator.device if generator is not None else torch.device("cpu")

@@ -21,7 +21,7 @@ OutputType = Literal["np", "pt", "pil", "latent"]
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Models shipped inside the package, loadable by name (`--model tiny-shapes`).
-BUILTIN_MODELS = {"tiny-shapes": ASSETS / "tiny-shapes"}
+BUILTIN_MODELS = {"tiny-shapes": ASSETS / "tiny-shapes", "tiny-shapes-refiner": ASSETS / "tiny-shapes-refiner"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -49,6 +49,22 @@ def resolve_model_path(path_or_id: str | os.PathLike, *, components: list[str] |
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth, disk: all end the same way
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot download {s} from the Hugging Face Hub: {msg}") from None
+
+
+def model_defaults(path_or_id: str | os.PathLike) -> dict[str, Any]:
+    """Generation settings a local model folder suggests: `_i2vgen_defaults` in its model_index.json (the tiny
+    models write width, height, num_frames, target_fps, refine_width, refine_height and refiner). {} for Hub ids,
+    folders without them and unreadable files (loading reports those)."""
+    s = os.fspath(path_or_id)
+    folder = BUILTIN_MODELS.get(s, Path(s).expanduser())
+    try:
+        import json
+
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    defaults = index.get("_i2vgen_defaults") if isinstance(index, dict) else None
+    return dict(defaults) if isinstance(defaults, dict) else {}
 
 
 def hub_patterns(components: list[str], variant: str | None) -> tuple[list[str], list[str]]:

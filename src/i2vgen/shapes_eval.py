@@ -1,0 +1,206 @@
+"""`i2vgen eval-shapes`: the tiny-shapes results table (issue 6, item 5) from held-out prompts and images.
+
+Every row animates the first frames of held-out clips (`shapes.split_seeds("heldout", n)`, unseen in training) with
+their captions and measures, with `i2vgen.eval`:
+
+- direction accuracy: the tracked centroid of every colour the prompt names moves in the prompted direction;
+- first-frame fidelity: PSNR / SSIM of the base stage's frame 0 against the input image (32x32);
+- refinement gain: the refiner's 64x64 output and the bicubic up-scaling of the base output, both against the
+  ground-truth 64x64 clip (rows that run the refiner);
+- temporal flicker (VBench) and colour drift of the base output.
+
+Variants: `full` (DDIM 50 + refiner, the reference settings), `dpmpp-25` (DPM-Solver++ 2M, 25 steps),
+`no-detail` (first-frame latent zeroed: no latent context tokens, no concat branch), `no-clip` (global CLIP image
+embedding zeroed), and two references that need no sampling of the base stage: `ground-truth` (the metrics of the
+true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input, the ceiling of
+every sampled row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
+ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from i2vgen.errors import InputError
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {"sampler": "ddim", "steps": 50, "ablate": (), "refine": True},
+    "dpmpp-25": {"sampler": "dpmpp-2m", "steps": 25, "ablate": (), "refine": False},
+    "no-detail": {"sampler": "ddim", "steps": 50, "ablate": ("first_frame",), "refine": False},
+    "no-clip": {"sampler": "ddim", "steps": 50, "ablate": ("image",), "refine": False},
+    "ground-truth": {},
+    "refine-gt": {},
+}
+DEFAULT_VARIANTS = ("ground-truth", "full", "dpmpp-25", "no-detail", "no-clip", "refine-gt")
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def vae_round_trip(vae: Any, image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> float (H, W, 3) in [0, 1]: decoded from the VAE posterior mean."""
+    import torch
+
+    x = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float().div(127.5).sub(1)  # (1, 3, 1, H, W)
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x.to(vae.device), sample=False))
+    return (y[0, :, 0].float().cpu() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
+                     guidance: float, strength: float, refine_steps: int | None,
+                     progress: Callable[[str], None]) -> dict[str, Any]:
+    """Rows (one per clip) and their means for one variant."""
+    import torch
+
+    from i2vgen import eval as ev
+
+    spec = VARIANTS[name]
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for i, (clip, clip_hr) in enumerate(zip(clips, clips_hr)):
+        gen = torch.Generator().manual_seed(seed + i)
+        row: dict[str, Any] = {"seed": clip.seed, "prompt": clip.caption}
+        if name in ("ground-truth", "refine-gt"):
+            video = clip.frames.astype(np.float64) / 255  # (F, 32, 32, 3)
+        else:
+            video = base(clip.first_frame, clip.caption, num_frames=len(clip.frames), height=clip.frames.shape[1],
+                         width=clip.frames.shape[2], target_fps=8, num_inference_steps=spec["steps"],
+                         guidance_scale=guidance, sampler=spec["sampler"], generator=gen, ablate=spec["ablate"],
+                         output_type="np")[0]
+        if name != "refine-gt":
+            row["direction_ok"] = ev.prompt_agreement(video, clip.caption)
+            # the true clip's frame 0 through the VAE (posterior mean): the ceiling of first-frame fidelity
+            ff = ev.first_frame_fidelity(vae_round_trip(base.vae, clip.first_frame) if name == "ground-truth"
+                                         else video, clip.first_frame)
+            row["first_frame_psnr"], row["first_frame_ssim"] = ff["psnr"], ff["ssim"]
+            row["flicker"] = ev.temporal_flickering(video)
+            row["colour_drift"] = ev.colour_drift(video)["mean"]
+        if name == "refine-gt" or spec.get("refine"):
+            size = clip_hr.frames.shape[1]
+            refined = refiner(video, clip.caption, width=size, height=size, strength=strength,
+                              num_inference_steps=refine_steps, generator=gen, output_type="np")[0]
+            gain = ev.refinement_gain(video, refined, clip_hr.frames)
+            row.update({k: gain[k] for k in ("psnr_refined", "psnr_bicubic", "psnr_gain_db", "ssim_gain")})
+            row["direction_ok_refined"] = ev.prompt_agreement(refined, clip.caption)
+        rows.append(row)
+        if (i + 1) % 10 == 0 or i + 1 == len(clips):
+            progress(f"{name}: {i + 1}/{len(clips)} ({time.perf_counter() - t0:.0f} s)")
+    summary: dict[str, Any] = {"variant": name, "n": len(rows), "seconds": round(time.perf_counter() - t0, 1)}
+    checked = [r["direction_ok"] for r in rows if r.get("direction_ok") is not None]
+    summary["direction_accuracy"] = float(np.mean(checked)) if checked else None
+    checked = [r["direction_ok_refined"] for r in rows if r.get("direction_ok_refined") is not None]
+    summary["direction_accuracy_refined"] = float(np.mean(checked)) if checked else None
+    for key in ("first_frame_psnr", "first_frame_ssim", "flicker", "colour_drift", "psnr_refined", "psnr_bicubic",
+                "psnr_gain_db", "ssim_gain"):
+        summary[key] = _mean(rows, key)
+    return {"summary": summary, "rows": rows}
+
+
+def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shapes-refiner", *, n: int = 100,
+                    variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float = 9.0,
+                    strength: float = 0.6, refine_steps: int | None = None, device: str = "cpu",
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}."""
+    import torch
+
+    from i2vgen.pipelines.base import I2VGenPipeline
+    from i2vgen.pipelines.common import model_defaults
+    from i2vgen.pipelines.refine import I2VGenRefinePipeline
+    from i2vgen.shapes import make_clip, split_seeds
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise InputError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    d = model_defaults(model)
+    size, size_hr, frames = d.get("width", 32), d.get("refine_width", 64), d.get("num_frames", 16)
+    base = I2VGenPipeline.from_pretrained(model, device=device)
+    need_refiner = any(v == "refine-gt" or VARIANTS[v].get("refine") for v in variants)
+    refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
+    seeds = split_seeds("heldout", n)
+    clips = [make_clip(s, size=size, num_frames=frames) for s in seeds]
+    clips_hr = [make_clip(s, size=size_hr, num_frames=frames) for s in seeds]
+    out: dict[str, Any] = {
+        "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "heldout_seeds": [seeds[0], seeds[-1]],
+                     "seed": seed, "guidance": guidance, "strength": strength, "refine_steps": refine_steps,
+                     "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "size": size, "refine_size": size_hr, "frames": frames},
+        "variants": {}}
+    for name in variants:
+        out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, guidance=guidance,
+                                                 strength=strength, refine_steps=refine_steps, progress=progress)
+    return out
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The results as a Markdown table (one row per variant)."""
+    header = ("| variant | direction acc. | first-frame PSNR (dB) | first-frame SSIM | refined PSNR (dB) | "
+              "bicubic PSNR (dB) | refinement gain (dB) | flicker | colour drift | s |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, v in result["variants"].items():
+        s = v["summary"]
+        acc = "–" if s["direction_accuracy"] is None else f"{100 * s['direction_accuracy']:.0f} %"
+        lines.append(f"| {name} | {acc} | {_fmt(s['first_frame_psnr'], '.2f')} | {_fmt(s['first_frame_ssim'], '.3f')} "
+                     f"| {_fmt(s['psnr_refined'], '.2f')} | {_fmt(s['psnr_bicubic'], '.2f')} "
+                     f"| {_fmt(s['psnr_gain_db'], '+.2f')} | {_fmt(s['flicker'], '.2f')} "
+                     f"| {_fmt(s['colour_drift'], '.2f')} | {s['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- command line ----------------------------------------------------------------------------------------------
+def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval-shapes", help="the tiny-shapes results table on held-out prompts and images",
+        description="Animate the first frames of held-out shapes clips with their captions and report direction "
+                    "accuracy, first-frame PSNR/SSIM, refinement gain over bicubic, flicker and colour drift, for "
+                    "the full cascade and its ablations. Variants: " + ", ".join(VARIANTS) + ".")
+    p.add_argument("--model", default="tiny-shapes", help="base model (default: the built-in tiny-shapes)")
+    p.add_argument("--refiner-model", default="tiny-shapes-refiner")
+    p.add_argument("-n", type=int, default=100, help="held-out clips (default 100)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed of clip i is seed + i")
+    p.add_argument("--guidance", type=float, default=9.0)
+    p.add_argument("--strength", type=float, default=0.6, help="refiner strength (default 0.6: t = 599)")
+    p.add_argument("--refine-steps", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--output", "-o", default=None, help="write the results with per-clip rows here (JSON)")
+    p.set_defaults(func=run_eval_shapes)
+    return p
+
+
+def run_eval_shapes(args: argparse.Namespace) -> int:
+    import torch
+
+    from i2vgen.io.atomic import atomic_write_text
+
+    if args.n < 1:
+        raise InputError(f"-n must be >= 1, got {args.n}")
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if not variants:
+        raise InputError("--variants names no variant")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = evaluate_shapes(args.model, args.refiner_model, n=args.n, variants=variants, seed=args.seed,
+                             guidance=args.guidance, strength=args.strength, refine_steps=args.refine_steps,
+                             device=args.device)
+    table = markdown_table(result)
+    if args.output:
+        atomic_write_text(args.output, json.dumps(result, indent=1, default=float) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    sys.stdout.write(table)
+    return 0

@@ -1,0 +1,374 @@
+"""`i2vgen train-recipe tiny-shapes`: the whole tiny I2VGen-XL cascade trained from scratch on the shapes task.
+
+Four stages, each resumable (a finished stage is skipped when the recipe runs again into the same folder):
+
+1. components: a word-level CLIP tokenizer over the shapes vocabulary (plus the words of both stages' default
+   negative prompts and the refiner's suffix, so the inference defaults are in-vocabulary), CLIP text and vision
+   encoders frozen at a fixed random initialisation (measured in docs/tiny-shapes.md: the text steers the motion
+   through them), and a small diffusers `AutoencoderKL` trained on shapes frames at both stage sizes, then
+   re-parametrised so that its scaled latents (x 0.18215, the constant every loader uses) have unit variance;
+2. base: the I2VGen-XL base UNet (scaled down) at `base_size` pixels with `i2vgen.train.train` on `ShapesDataset`;
+3. refine: the refiner UNet at `refine_size` pixels, trained on degraded copies of the same clips;
+4. export: two model folders in the real models' layouts, `tiny-shapes/` (base: model_index.json, unet/, vae/,
+   text_encoder/, tokenizer/, image_encoder/, scheduler/) and `tiny-shapes-refiner/`, both UNets from their EMA
+   weights. The package ships these in `i2vgen/assets/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from diffusers import AutoencoderKL
+
+from i2vgen.errors import InputError
+from i2vgen.io.atomic import atomic_dir, atomic_write_text
+from i2vgen.models.configs import UNET_PRESETS
+from i2vgen.models.encoders import quiet_transformers, write_word_clip_tokenizer
+from i2vgen.models.loading import load_unet, save_unet
+from i2vgen.models.vae import REFERENCE_SCALING_FACTOR
+from i2vgen.shapes import FPS, ShapesDataset, make_clip, split_seeds
+from i2vgen.train.config import preset
+from i2vgen.train.data import SampleDataset
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class VAERecipe:
+    """The small AutoencoderKL, trained on single frames (MSE + a small KL term), half at each stage size."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 3 levels: downscale 4 (32 px -> 8x8 latents)
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    steps: int = 3000
+    batch: int = 16  # frames per step at the base size; half as many at the refiner size
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+
+
+@dataclass
+class StageRecipe:
+    """One UNet's training: the knobs of `TrainConfig` the recipe sets (the rest comes from the `tiny` preset)."""
+
+    unet_preset: str
+    steps: int
+    batch: int
+    lr: float
+    warmup: int = 200
+    ema_decay: float = 0.999
+    extra: dict[str, Any] = field(default_factory=dict)  # further dotted TrainConfig fields
+
+
+@dataclass
+class RecipeConfig:
+    output_dir: str = "runs/tiny-shapes"
+    seed: int = 0
+    threads: int | None = 2  # torch CPU threads (None: leave torch's default)
+    base_size: int = 32
+    refine_size: int = 64
+    num_frames: int = 16
+    train_clips: int = 200_000  # seeds of the train split the stages draw from
+    width: int = 32  # text / image embedding width = the UNets' cross-attention width
+    vae: VAERecipe = field(default_factory=VAERecipe)
+    base: StageRecipe = field(default_factory=lambda: StageRecipe("tiny-shapes", steps=3500, batch=4, lr=1e-3))
+    refine: StageRecipe = field(default_factory=lambda: StageRecipe(
+        "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
+        extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
+               "degrade.blur_max": 1.0, "degrade.noise_max": 0.03}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _smoke() -> RecipeConfig:
+    """A few steps of everything (tests, and a first look at the commands)."""
+    cfg = RecipeConfig(output_dir="runs/tiny-shapes-smoke", train_clips=64, num_frames=4)
+    cfg.vae.steps, cfg.vae.batch = 4, 4
+    cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
+    cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
+    return cfg
+
+
+RECIPES: dict[str, Callable[[], RecipeConfig]] = {"tiny-shapes": RecipeConfig, "smoke": _smoke}
+
+
+def recipe(name: str) -> RecipeConfig:
+    try:
+        return RECIPES[name]()
+    except KeyError:
+        raise InputError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None
+
+
+# =============================================================================================== vocabulary
+def shapes_vocabulary() -> list[str]:
+    """Every word of the shapes captions and of the prompts users write for them, plus the words of both
+    pipelines' default negative prompts and of the refiner's positive suffix (lower case; punctuation marks are
+    words of their own, as CLIP's pre-tokenizer splits them; "32k" and "4k" stay listed as they are although that
+    pre-tokenizer splits digits off, so they never form one token: harmless, and the shipped vocabulary has them)."""
+    from i2vgen.pipelines.base import DEFAULT_NEGATIVE_PROMPT as BASE_NEGATIVE
+    from i2vgen.pipelines.refine import DEFAULT_NEGATIVE_PROMPT as REFINE_NEGATIVE
+    from i2vgen.pipelines.refine import POSITIVE_SUFFIX
+    from i2vgen.shapes import _COLOUR_WORDS, _DIRECTION_WORDS, _SHAPE_WORDS, BACKGROUNDS
+
+    words = {"a", "an", "and", "the", "moves", "move", "moving", "grows", "shrinks", "growing", "shrinking", "on",
+             "background", "to", "is", "goes", *_COLOUR_WORDS, *_SHAPE_WORDS, *_DIRECTION_WORDS}
+    for text in (BASE_NEGATIVE, REFINE_NEGATIVE, POSITIVE_SUFFIX, " ".join(BACKGROUNDS)):
+        words.update(re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower()))
+    return sorted(words)
+
+
+# =============================================================================================== components
+def build_encoders(cfg: RecipeConfig, vocab_size: int) -> tuple[transformers.CLIPTextModel,
+                                                                 transformers.CLIPVisionModelWithProjection]:
+    """CLIP text and vision encoders at a fixed random initialisation (seeded by `cfg.seed`), `cfg.width` wide.
+    The vision encoder takes 224x224 crops in 32x32 patches: the real model's pre-processing, 49 patches."""
+    d = cfg.width
+    text_cfg = transformers.CLIPTextConfig(
+        hidden_size=d, intermediate_size=4 * d, num_attention_heads=4, num_hidden_layers=2, projection_dim=d,
+        vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1)
+    vision_cfg = transformers.CLIPVisionConfig(
+        hidden_size=d, intermediate_size=4 * d, num_attention_heads=4, num_hidden_layers=2, projection_dim=d,
+        image_size=224, patch_size=32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        text = transformers.CLIPTextModel(text_cfg).eval()
+        vision = transformers.CLIPVisionModelWithProjection(vision_cfg).eval()
+    return text, vision
+
+
+def vae_config(cfg: RecipeConfig) -> dict[str, Any]:
+    n = len(cfg.vae.block_out_channels)
+    return {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * n,
+            "up_block_types": ("UpDecoderBlock2D",) * n, "block_out_channels": cfg.vae.block_out_channels,
+            "layers_per_block": cfg.vae.layers_per_block, "latent_channels": 4,
+            "norm_num_groups": cfg.vae.norm_num_groups, "sample_size": cfg.refine_size,
+            "scaling_factor": REFERENCE_SCALING_FACTOR}
+
+
+def shapes_frames(seeds: list[int], size: int, rng: random.Random, num_frames: int = 16) -> torch.Tensor:
+    """One random frame of each clip `seed` at `size` -> (N, 3, size, size) in [-1, 1]."""
+    frames = [make_clip(s, size=size, num_frames=num_frames).frames[rng.randrange(num_frames)] for s in seeds]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def train_vae(cfg: RecipeConfig, log: Log) -> AutoencoderKL:
+    """Train the AutoencoderKL on shapes frames, alternating a batch at the base and at the refiner size."""
+    v = cfg.vae
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL(**vae_config(cfg)).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=v.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
+        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, v.steps) / v.steps))))
+    rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    seeds = split_seeds("train", cfg.train_clips)
+    t0 = time.perf_counter()
+    for step in range(v.steps):
+        size, n = (cfg.base_size, v.batch) if step % 2 == 0 else (cfg.refine_size, max(1, v.batch // 2))
+        x = shapes_frames([seeds[rng.randrange(len(seeds))] for _ in range(n)], size, rng, cfg.num_frames)
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample(generator=gen)).sample
+        mse = (rec - x).pow(2).mean()
+        loss = mse + v.kl_weight * posterior.kl().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        if (step + 1) % 250 == 0 or step + 1 == v.steps:
+            log(f"vae step {step + 1}/{v.steps}: mse {mse.item():.5f} ({time.perf_counter() - t0:.0f} s)")
+    vae.eval().requires_grad_(False)
+    normalise_latent_scale(vae, latent_std(vae, cfg))
+    return vae
+
+
+@torch.no_grad()
+def latent_std(vae: AutoencoderKL, cfg: RecipeConfig, n: int = 64) -> float:
+    """The standard deviation of posterior means over frames of the train split (both sizes)."""
+    rng = random.Random(cfg.seed + 7)
+    seeds = split_seeds("train", cfg.train_clips)
+    zs = [vae.encode(shapes_frames([seeds[rng.randrange(len(seeds))] for _ in range(n)], size, rng,
+                                   cfg.num_frames)).latent_dist.mean.flatten()
+          for size in (cfg.base_size, cfg.refine_size)]
+    return torch.cat(zs).std().item()
+
+
+@torch.no_grad()
+def normalise_latent_scale(vae: AutoencoderKL, std: float) -> None:
+    """Re-parametrise the latent space by k = 1 / (0.18215 * std), exactly: the encoder's `quant_conv` emits k times
+    the mean and k^2 times the variance, `post_quant_conv` divides by k first. Decoding an encoded image is
+    unchanged; latents scaled by 0.18215 (what every pipeline and the trainer do) then have unit variance."""
+    k = 1.0 / (REFERENCE_SCALING_FACTOR * std)
+    c = vae.config.latent_channels
+    vae.quant_conv.weight[:c] *= k
+    vae.quant_conv.bias[:c] *= k
+    vae.quant_conv.bias[c:] += 2 * math.log(k)  # log-variance
+    vae.post_quant_conv.weight *= 1 / k  # (C_out, C_in = latent, 1, 1)
+
+
+def write_components(cfg: RecipeConfig, dst: Path, log: Log) -> Path:
+    """The frozen parts, in a diffusers-layout folder: tokenizer/, text_encoder/, image_encoder/, vae/."""
+    with atomic_dir(dst) as tmp, quiet_transformers():
+        tmp = Path(tmp)
+        tok_dir = write_word_clip_tokenizer(tmp / "_vocab", shapes_vocabulary())
+        tok = transformers.CLIPTokenizer.from_pretrained(tok_dir, model_max_length=77)
+        tok.save_pretrained(tmp / "tokenizer")
+        shutil.rmtree(tok_dir)
+        text, vision = build_encoders(cfg, len(tok))
+        text.save_pretrained(tmp / "text_encoder")
+        vision.save_pretrained(tmp / "image_encoder")
+        t0 = time.perf_counter()
+        vae = train_vae(cfg, log)
+        vae.save_pretrained(tmp / "vae")
+        log(f"vae trained in {time.perf_counter() - t0:.0f} s")
+    return dst
+
+
+# =============================================================================================== UNets
+def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  # noqa: ANN201
+    """The `TrainConfig` of the base or refine stage."""
+    s = cfg.base if stage == "base" else cfg.refine
+    size = cfg.base_size if stage == "base" else cfg.refine_size
+    changes: dict[str, Any] = {
+        "stage": stage, "output_dir": str(out), "max_steps": s.steps, "batch_size": s.batch, "seed": cfg.seed,
+        "model.components": str(components), "model.unet_preset": s.unet_preset,
+        "data.num_frames": cfg.num_frames, "data.width": size, "data.height": size, "data.target_fps": FPS,
+        "data.seed": cfg.seed, "optim.lr": s.lr, "optim.warmup_steps": s.warmup, "optim.min_lr_ratio": 0.05,
+        "optim.spatial_lr_scale": 1.0, "optim.max_grad_norm": 1.0, "ema.decay": s.ema_decay, "ema.warmup": True,
+        "log.every": 50, "checkpoint.every": 500, "checkpoint.keep_last": 1,
+        **s.extra,
+    }
+    if stage == "refine":
+        changes["loss.t_max"] = 600
+    return preset("tiny").replace(**changes)
+
+
+def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
+    size = cfg.base_size if stage == "base" else cfg.refine_size
+    return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames))
+
+
+def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log: Log) -> Path:
+    """Train (or resume, or skip when finished) one UNet; -> its final checkpoint folder."""
+    from i2vgen.train import checkpoint as ckpt_io
+    from i2vgen.train.trainer import train
+
+    tcfg = stage_config(cfg, stage, components, out)
+    final = ckpt_io.checkpoint_dir(out, tcfg.max_steps)
+    if final.is_dir():
+        log(f"{stage}: already trained ({final})")
+        return final
+    resume = out if ckpt_io.list_checkpoints(out) else None
+    t0 = time.perf_counter()
+    result = train(tcfg, resume=resume, dataset=stage_dataset(cfg, stage))
+    log(f"{stage}: {result.step} steps in {time.perf_counter() - t0:.0f} s, last loss {result.losses[-1]:.4f}"
+        if result.losses else f"{stage}: nothing to do")
+    return final
+
+
+# =============================================================================================== export
+def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
+    """Generation settings a model folder suggests (`_i2vgen_defaults` in model_index.json; the CLI uses them when
+    a flag is not given)."""
+    return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
+            "refine_width": cfg.refine_size, "refine_height": cfg.refine_size, "refiner": "tiny-shapes-refiner"}
+
+
+def export(cfg: RecipeConfig, components: Path, base_ckpt: Path, refine_ckpt: Path, dst: Path,
+           notes: dict[str, Any]) -> tuple[Path, Path]:
+    """Write `dst/tiny-shapes/` and `dst/tiny-shapes-refiner/` atomically from the EMA weights."""
+    from i2vgen.models.tiny import SCHEDULER_CONFIG
+
+    base_dir, refiner_dir = dst / "tiny-shapes", dst / "tiny-shapes-refiner"
+    defaults = model_defaults(cfg)
+    for folder, ckpt, parts, index in (
+        (base_dir, base_ckpt, ("vae", "text_encoder", "tokenizer", "image_encoder"), {
+            "_class_name": "I2VGenXLPipeline", "unet": ["diffusers", "I2VGenXLUNet"],
+            "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+            "scheduler": ["diffusers", "DDIMScheduler"]}),
+        (refiner_dir, refine_ckpt, ("vae", "text_encoder", "tokenizer"), {
+            "_class_name": "I2VGenRefinePipeline", "unet": ["i2vgen", "I2VGenRefinerUNet"]}),
+    ):
+        with atomic_dir(folder) as tmp:
+            tmp = Path(tmp)
+            index = {**index, "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+                     "tokenizer": ["transformers", "CLIPTokenizer"],
+                     "_i2vgen_note": "tiny I2VGen-XL trained by `i2vgen train-recipe tiny-shapes` (synthetic shapes)",
+                     "_i2vgen_defaults": defaults if folder is base_dir else
+                     {k[len("refine_"):]: v for k, v in defaults.items() if k.startswith("refine_")},
+                     "_i2vgen_recipe": notes}
+            (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+            unet = load_unet(ckpt / "unet_ema")
+            save_unet(unet, tmp / "unet", format="diffusers" if folder is base_dir else "i2vgen")
+            for part in parts:
+                shutil.copytree(components / part, tmp / part)
+            if folder is base_dir:
+                (tmp / "scheduler").mkdir()
+                (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    return base_dir, refiner_dir
+
+
+def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
+    """A run folder continues only the recipe it was started with (threads and the folder's name aside)."""
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    ignore = {"threads", "output_dir"}
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as saved
+    changed = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
+    if changed:
+        raise InputError(f"{path.parent} holds a run of another recipe (differs in {', '.join(changed)}); "
+                         f"choose a new --output-dir")
+
+
+def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | None = None) -> tuple[Path, Path]:
+    """Run every stage into `cfg.output_dir` (skipping finished ones); -> the two exported model folders."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    for name, preset_name in (("base", cfg.base.unet_preset), ("refine", cfg.refine.unet_preset)):
+        if preset_name not in UNET_PRESETS:
+            raise InputError(f"{name}.unet_preset {preset_name!r} is not a UNet preset")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    check_same_recipe(out / "recipe.json", cfg)
+    atomic_write_text(out / "recipe.json", json.dumps(cfg.to_dict(), indent=2))
+    components = out / "components"
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        atomic_write_text(timings_path, json.dumps(timings, indent=2))
+        return value
+
+    if not components.is_dir():
+        timed("components", lambda: write_components(cfg, components, log))
+    base_ckpt = timed("base", lambda: train_stage(cfg, "base", components, out / "base", log))
+    refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
+    notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
+             "torch": torch.__version__, "threads": torch.get_num_threads()}
+    folders = timed("export", lambda: export(cfg, components, base_ckpt, refine_ckpt, export_to or out, notes))
+    log(f"done in {sum(timings.values()):.0f} s: {folders[0]} and {folders[1]}")
+    return folders
