@@ -85,17 +85,18 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert index["_i2vgen_defaults"]["width"] == 32 and index["_i2vgen_defaults"]["refine_width"] == 64
     assert index["_i2vgen_recipe"]["recipe"]["base"]["steps"] == 3
     timings = json.loads((smoke_models / "timings.json").read_text())
-    assert set(timings) == {"components", "base", "refine", "export"}
+    assert set(timings) == {"components", "base_components", "base", "refine", "export"}
     base = I2VGenPipeline.from_pretrained(base_dir)
     video = base(np.zeros((32, 32, 3), np.uint8), "a red circle moves left", num_frames=4, height=32, width=32,
                  num_inference_steps=2, target_fps=8, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert video.shape == (1, 3, 4, 32, 32) and torch.isfinite(video).all()
-    refined = I2VGenRefinePipeline.from_pretrained(refiner_dir)(
-        video, "a red circle moves left", width=64, height=64, num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0))
+    refiner = I2VGenRefinePipeline.from_pretrained(refiner_dir)
+    assert refiner.vae.downscale == 4
+    refined = refiner(video, "a red circle moves left", width=64, height=64, num_inference_steps=2,
+                      generator=torch.Generator().manual_seed(0))
     assert refined.shape == (1, 4, 64, 64, 3)
-    # the VAE of the recipe: downscale 4 (32x32 frames -> 8x8 latents)
-    assert tuple(base.vae.vae.config.block_out_channels) == (32, 64, 64) and base.vae.downscale == 4
+    # each stage has its own VAE: downscale 2 for the base (32 px -> 16x16), 4 for the refiner (64 px -> 16x16)
+    assert base.vae.downscale == 2
 
 
 def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(smoke_models, capsys):
@@ -138,6 +139,16 @@ def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
     assert gt["psnr_gain_db"] == pytest.approx(gt["psnr_refined"] - gt["psnr_bicubic"])
     assert main(["eval-shapes", "--model", str(smoke_models / "tiny-shapes"), "--variants", "full,bogus"]) == 1
     assert "unknown variant(s) bogus" in capsys.readouterr().err
+    # a run split by clips combines into the run of all clips (same per-clip seeds)
+    halves = [tmp_path / "a.json", tmp_path / "b.json"]
+    for start, path in zip((0, 1), halves):
+        assert main(["eval-shapes", "--model", str(smoke_models / "tiny-shapes"), "-n", "1", "--start", str(start),
+                     "--variants", "no-clip", "--output", str(path)]) == 0
+    combined = tmp_path / "combined.json"
+    assert main(["eval-shapes", "--combine", *map(str, halves), "--output", str(combined)]) == 0
+    rows = json.loads(combined.read_text())["variants"]["no-clip"]["rows"]
+    assert rows == result["variants"]["no-clip"]["rows"]
+    assert main(["eval-shapes", "--combine", str(halves[0]), str(halves[0])]) == 1  # the same clips twice
 
 
 def test_pipeline_ablate_rejects_unknown_conditions(smoke_models):

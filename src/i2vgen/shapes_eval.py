@@ -9,11 +9,11 @@ their captions and measures, with `i2vgen.eval`:
   ground-truth 64x64 clip (rows that run the refiner);
 - temporal flicker (VBench) and colour drift of the base output.
 
-Variants: `full` (DDIM 50 + refiner, the reference settings), `dpmpp-25` (DPM-Solver++ 2M, 25 steps),
-`no-detail` (first-frame latent zeroed: no latent context tokens, no concat branch), `no-clip` (global CLIP image
-embedding zeroed), and two references that need no sampling of the base stage: `ground-truth` (the metrics of the
-true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input, the ceiling of
-every sampled row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
+Variants: `full` (DDIM 50 + refiner, the reference settings), `dpmpp-25` (DPM-Solver++ 2M, 25 steps), and with
+that sampler `no-detail` (first-frame latent zeroed: no latent context tokens, no concat branch) and `no-clip`
+(global CLIP image embedding zeroed); and two references that need no sampling of the base stage: `ground-truth`
+(the metrics of the true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input,
+the ceiling of every sampled row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
 ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md).
 """
 
@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,9 @@ from i2vgen.errors import InputError
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"sampler": "ddim", "steps": 50, "ablate": (), "refine": True},
     "dpmpp-25": {"sampler": "dpmpp-2m", "steps": 25, "ablate": (), "refine": False},
-    "no-detail": {"sampler": "ddim", "steps": 50, "ablate": ("first_frame",), "refine": False},
-    "no-clip": {"sampler": "ddim", "steps": 50, "ablate": ("image",), "refine": False},
+    # the ablations use the 25-step sampler (half the time); compare them with the dpmpp-25 row
+    "no-detail": {"sampler": "dpmpp-2m", "steps": 25, "ablate": ("first_frame",), "refine": False},
+    "no-clip": {"sampler": "dpmpp-2m", "steps": 25, "ablate": ("image",), "refine": False},
     "ground-truth": {},
     "refine-gt": {},
 }
@@ -57,6 +59,7 @@ def vae_round_trip(vae: Any, image: np.ndarray) -> np.ndarray:
 
 
 def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
+                     start: int,
                      guidance: float, strength: float, refine_steps: int | None,
                      progress: Callable[[str], None]) -> dict[str, Any]:
     """Rows (one per clip) and their means for one variant."""
@@ -68,7 +71,7 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for i, (clip, clip_hr) in enumerate(zip(clips, clips_hr)):
-        gen = torch.Generator().manual_seed(seed + i)
+        gen = torch.Generator().manual_seed(seed + start + i)  # the same draws however the clips are split
         row: dict[str, Any] = {"seed": clip.seed, "prompt": clip.caption}
         if name in ("ground-truth", "refine-gt"):
             video = clip.frames.astype(np.float64) / 255  # (F, 32, 32, 3)
@@ -95,7 +98,12 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
         rows.append(row)
         if (i + 1) % 10 == 0 or i + 1 == len(clips):
             progress(f"{name}: {i + 1}/{len(clips)} ({time.perf_counter() - t0:.0f} s)")
-    summary: dict[str, Any] = {"variant": name, "n": len(rows), "seconds": round(time.perf_counter() - t0, 1)}
+    return {"summary": summarise(name, rows, time.perf_counter() - t0), "rows": rows}
+
+
+def summarise(name: str, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Means over the rows (direction accuracies over the rows whose prompt the tracker can check)."""
+    summary: dict[str, Any] = {"variant": name, "n": len(rows), "seconds": round(seconds, 1)}
     checked = [r["direction_ok"] for r in rows if r.get("direction_ok") is not None]
     summary["direction_accuracy"] = float(np.mean(checked)) if checked else None
     checked = [r["direction_ok_refined"] for r in rows if r.get("direction_ok_refined") is not None]
@@ -103,10 +111,11 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
     for key in ("first_frame_psnr", "first_frame_ssim", "flicker", "colour_drift", "psnr_refined", "psnr_bicubic",
                 "psnr_gain_db", "ssim_gain"):
         summary[key] = _mean(rows, key)
-    return {"summary": summary, "rows": rows}
+    return summary
 
 
 def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shapes-refiner", *, n: int = 100,
+                    start: int = 0,
                     variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float = 9.0,
                     strength: float = 0.6, refine_steps: int | None = None, device: str = "cpu",
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -127,17 +136,19 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v == "refine-gt" or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
-    seeds = split_seeds("heldout", n)
+    seeds = split_seeds("heldout", start + n)[start:]
     clips = [make_clip(s, size=size, num_frames=frames) for s in seeds]
     clips_hr = [make_clip(s, size=size_hr, num_frames=frames) for s in seeds]
     out: dict[str, Any] = {
-        "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "heldout_seeds": [seeds[0], seeds[-1]],
+        "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "start": start,
+                     "heldout_seeds": [seeds[0], seeds[-1]],
                      "seed": seed, "guidance": guidance, "strength": strength, "refine_steps": refine_steps,
                      "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "size": size, "refine_size": size_hr, "frames": frames},
         "variants": {}}
     for name in variants:
-        out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, guidance=guidance,
+        out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, start=start,
+                                                 guidance=guidance,
                                                  strength=strength, refine_steps=refine_steps, progress=progress)
     return out
 
@@ -161,6 +172,32 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine_results(paths: list[str]) -> dict[str, Any]:
+    """Results files of one evaluation split by variant or by clips (`--start`) -> one result: rows of a variant are
+    concatenated (a clip evaluated twice is refused) and summarised again; each variant keeps its files' settings."""
+    out: dict[str, Any] = {"settings": {}, "variants": {}}
+    for path in paths:
+        try:
+            part = json.loads(Path(path).read_text(encoding="utf-8"))
+            variants, settings = part["variants"], part["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"cannot read eval-shapes results from {path}: {e}") from None
+        for name, v in variants.items():
+            have = out["variants"].setdefault(name, {"rows": [], "settings": [], "seconds": 0.0})
+            seen = {r["seed"] for r in have["rows"]}
+            if any(r["seed"] in seen for r in v["rows"]):
+                raise InputError(f"{path}: variant {name} repeats clips of an earlier file")
+            have["rows"] += v["rows"]
+            have["settings"].append(settings)
+            have["seconds"] += v["summary"]["seconds"]
+        out["settings"] = out["settings"] or settings
+    for name, v in out["variants"].items():
+        v["rows"].sort(key=lambda r: r["seed"])
+        v["summary"] = summarise(name, v["rows"], v.pop("seconds"))
+    out["settings"]["n"] = max(v["summary"]["n"] for v in out["variants"].values())
+    return out
+
+
 # ---- command line ----------------------------------------------------------------------------------------------
 def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -172,13 +209,18 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--refiner-model", default="tiny-shapes-refiner")
     p.add_argument("-n", type=int, default=100, help="held-out clips (default 100)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed of clip i is seed + i")
+    p.add_argument("--start", type=int, default=0,
+                   help="skip the first held-out clips: evaluate clips start ... start + n - 1 (to split a run)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed of held-out clip i is seed + i")
     p.add_argument("--guidance", type=float, default=9.0)
     p.add_argument("--strength", type=float, default=0.6, help="refiner strength (default 0.6: t = 599)")
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", "-o", default=None, help="write the results with per-clip rows here (JSON)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="print one table from results files of earlier runs (e.g. variants run in parallel) instead "
+                        "of evaluating; with --output, also write them as one file")
     p.set_defaults(func=run_eval_shapes)
     return p
 
@@ -188,6 +230,12 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
 
     from i2vgen.io.atomic import atomic_write_text
 
+    if args.combine:
+        result = combine_results(args.combine)
+        if args.output:
+            atomic_write_text(args.output, json.dumps(result, indent=1, default=float) + "\n")
+        sys.stdout.write(markdown_table(result))
+        return 0
     if args.n < 1:
         raise InputError(f"-n must be >= 1, got {args.n}")
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
@@ -195,7 +243,10 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
         raise InputError("--variants names no variant")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = evaluate_shapes(args.model, args.refiner_model, n=args.n, variants=variants, seed=args.seed,
+    if args.start < 0:
+        raise InputError(f"--start must be >= 0, got {args.start}")
+    result = evaluate_shapes(args.model, args.refiner_model, n=args.n, start=args.start, variants=variants,
+                             seed=args.seed,
                              guidance=args.guidance, strength=args.strength, refine_steps=args.refine_steps,
                              device=args.device)
     table = markdown_table(result)

@@ -1,15 +1,16 @@
 """`i2vgen train-recipe tiny-shapes`: the whole tiny I2VGen-XL cascade trained from scratch on the shapes task.
 
-Four stages, each resumable (a finished stage is skipped when the recipe runs again into the same folder):
+Five stages, each resumable (a finished stage is skipped when the recipe runs again into the same folder):
 
 1. components: a word-level CLIP tokenizer over the shapes vocabulary (plus the words of both stages' default
    negative prompts and the refiner's suffix, so the inference defaults are in-vocabulary), CLIP text and vision
-   encoders frozen at a fixed random initialisation (measured in docs/tiny-shapes.md: the text steers the motion
-   through them), and a small diffusers `AutoencoderKL` trained on shapes frames at both stage sizes, then
-   re-parametrised so that its scaled latents (x 0.18215, the constant every loader uses) have unit variance;
-2. base: the I2VGen-XL base UNet (scaled down) at `base_size` pixels with `i2vgen.train.train` on `ShapesDataset`;
-3. refine: the refiner UNet at `refine_size` pixels, trained on degraded copies of the same clips;
-4. export: two model folders in the real models' layouts, `tiny-shapes/` (base: model_index.json, unet/, vae/,
+   encoders frozen at a fixed random initialisation (docs/tiny-shapes.md measures what they give), and the
+   refiner's diffusers `AutoencoderKL` (downscale 4) trained on shapes frames, then re-parametrised so that its
+   scaled latents (x 0.18215, the constant every loader uses) have unit variance;
+2. base_components: the base stage's own AutoencoderKL (downscale 2, 32 px frames), trained the same way;
+3. base: the I2VGen-XL base UNet (scaled down) at `base_size` pixels with `i2vgen.train.train` on `ShapesDataset`;
+4. refine: the refiner UNet at `refine_size` pixels, trained on degraded copies of the same clips;
+5. export: two model folders in the real models' layouts, `tiny-shapes/` (base: model_index.json, unet/, vae/,
    text_encoder/, tokenizer/, image_encoder/, scheduler/) and `tiny-shapes-refiner/`, both UNets from their EMA
    weights. The package ships these in `i2vgen/assets/`.
 """
@@ -49,18 +50,24 @@ Log = Callable[[str], None]
 
 @dataclass
 class VAERecipe:
-    """The small AutoencoderKL, trained on single frames (MSE + a small KL term), half at each stage size."""
+    """A small AutoencoderKL, trained on single frames (MSE + a small KL term); step i uses frames of size
+    `sizes[i % len(sizes)]`, `batches[i % len(sizes)]` of them."""
 
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 3 levels: downscale 4 (32 px -> 8x8 latents)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 3 levels: downscale 4 (64 px -> 16x16 latents)
+    sizes: tuple[int, ...] = (32, 64)
+    batches: tuple[int, ...] = (16, 8)
+    steps: int = 3000
     layers_per_block: int = 1
     norm_num_groups: int = 8
-    steps: int = 3000
-    batch: int = 16  # frames per step at the base size; half as many at the refiner size
     lr: float = 1e-3
     kl_weight: float = 1e-6
+    seed_offset: int = 0  # added to the recipe's seed
 
     def __post_init__(self) -> None:
-        self.block_out_channels = tuple(self.block_out_channels)
+        self.block_out_channels, self.sizes, self.batches = (tuple(self.block_out_channels), tuple(self.sizes),
+                                                             tuple(self.batches))
+        if len(self.sizes) != len(self.batches) or not self.sizes:
+            raise InputError("vae.sizes and vae.batches must be non-empty and of the same length")
 
 
 @dataclass
@@ -86,8 +93,11 @@ class RecipeConfig:
     num_frames: int = 16
     train_clips: int = 200_000  # seeds of the train split the stages draw from
     width: int = 32  # text / image embedding width = the UNets' cross-attention width
+    # The refiner's VAE (downscale 4: 64 px -> 16x16 latents) and the base stage's (downscale 2: 32 px -> 16x16).
     vae: VAERecipe = field(default_factory=VAERecipe)
-    base: StageRecipe = field(default_factory=lambda: StageRecipe("tiny-shapes", steps=3500, batch=4, lr=1e-3))
+    base_vae: VAERecipe = field(default_factory=lambda: VAERecipe(
+        block_out_channels=(32, 64), sizes=(32,), batches=(16,), steps=1500, seed_offset=100))
+    base: StageRecipe = field(default_factory=lambda: StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3))
     refine: StageRecipe = field(default_factory=lambda: StageRecipe(
         "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
         extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
@@ -100,7 +110,8 @@ class RecipeConfig:
 def _smoke() -> RecipeConfig:
     """A few steps of everything (tests, and a first look at the commands)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes-smoke", train_clips=64, num_frames=4)
-    cfg.vae.steps, cfg.vae.batch = 4, 4
+    cfg.vae.steps, cfg.vae.batches = 4, (4, 2)
+    cfg.base_vae.steps, cfg.base_vae.batches = 2, (4,)
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
     return cfg
@@ -154,13 +165,12 @@ def build_encoders(cfg: RecipeConfig, vocab_size: int) -> tuple[transformers.CLI
     return text, vision
 
 
-def vae_config(cfg: RecipeConfig) -> dict[str, Any]:
-    n = len(cfg.vae.block_out_channels)
+def vae_config(v: VAERecipe) -> dict[str, Any]:
+    n = len(v.block_out_channels)
     return {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * n,
-            "up_block_types": ("UpDecoderBlock2D",) * n, "block_out_channels": cfg.vae.block_out_channels,
-            "layers_per_block": cfg.vae.layers_per_block, "latent_channels": 4,
-            "norm_num_groups": cfg.vae.norm_num_groups, "sample_size": cfg.refine_size,
-            "scaling_factor": REFERENCE_SCALING_FACTOR}
+            "up_block_types": ("UpDecoderBlock2D",) * n, "block_out_channels": v.block_out_channels,
+            "layers_per_block": v.layers_per_block, "latent_channels": 4, "norm_num_groups": v.norm_num_groups,
+            "sample_size": max(v.sizes), "scaling_factor": REFERENCE_SCALING_FACTOR}
 
 
 def shapes_frames(seeds: list[int], size: int, rng: random.Random, num_frames: int = 16) -> torch.Tensor:
@@ -169,19 +179,19 @@ def shapes_frames(seeds: list[int], size: int, rng: random.Random, num_frames: i
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def train_vae(cfg: RecipeConfig, log: Log) -> AutoencoderKL:
-    """Train the AutoencoderKL on shapes frames, alternating a batch at the base and at the refiner size."""
-    v = cfg.vae
-    torch.manual_seed(cfg.seed)
-    vae = AutoencoderKL(**vae_config(cfg)).train()
+def train_vae(cfg: RecipeConfig, v: VAERecipe, log: Log) -> AutoencoderKL:
+    """Train an AutoencoderKL on shapes frames, cycling through `v.sizes`."""
+    seed = cfg.seed + v.seed_offset
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**vae_config(v)).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=v.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, v.steps) / v.steps))))
-    rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
     seeds = split_seeds("train", cfg.train_clips)
     t0 = time.perf_counter()
     for step in range(v.steps):
-        size, n = (cfg.base_size, v.batch) if step % 2 == 0 else (cfg.refine_size, max(1, v.batch // 2))
+        size, n = v.sizes[step % len(v.sizes)], v.batches[step % len(v.sizes)]
         x = shapes_frames([seeds[rng.randrange(len(seeds))] for _ in range(n)], size, rng, cfg.num_frames)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample(generator=gen)).sample
@@ -194,18 +204,18 @@ def train_vae(cfg: RecipeConfig, log: Log) -> AutoencoderKL:
         if (step + 1) % 250 == 0 or step + 1 == v.steps:
             log(f"vae step {step + 1}/{v.steps}: mse {mse.item():.5f} ({time.perf_counter() - t0:.0f} s)")
     vae.eval().requires_grad_(False)
-    normalise_latent_scale(vae, latent_std(vae, cfg))
+    normalise_latent_scale(vae, latent_std(vae, cfg, v.sizes, seed + 7))
     return vae
 
 
 @torch.no_grad()
-def latent_std(vae: AutoencoderKL, cfg: RecipeConfig, n: int = 64) -> float:
-    """The standard deviation of posterior means over frames of the train split (both sizes)."""
-    rng = random.Random(cfg.seed + 7)
+def latent_std(vae: AutoencoderKL, cfg: RecipeConfig, sizes: tuple[int, ...], seed: int, n: int = 64) -> float:
+    """The standard deviation of posterior means over frames of the train split at `sizes`."""
+    rng = random.Random(seed)
     seeds = split_seeds("train", cfg.train_clips)
     zs = [vae.encode(shapes_frames([seeds[rng.randrange(len(seeds))] for _ in range(n)], size, rng,
                                    cfg.num_frames)).latent_dist.mean.flatten()
-          for size in (cfg.base_size, cfg.refine_size)]
+          for size in sizes]
     return torch.cat(zs).std().item()
 
 
@@ -223,7 +233,8 @@ def normalise_latent_scale(vae: AutoencoderKL, std: float) -> None:
 
 
 def write_components(cfg: RecipeConfig, dst: Path, log: Log) -> Path:
-    """The frozen parts, in a diffusers-layout folder: tokenizer/, text_encoder/, image_encoder/, vae/."""
+    """The frozen parts, in a diffusers-layout folder: tokenizer/, text_encoder/, image_encoder/ and the refiner's
+    vae/."""
     with atomic_dir(dst) as tmp, quiet_transformers():
         tmp = Path(tmp)
         tok_dir = write_word_clip_tokenizer(tmp / "_vocab", shapes_vocabulary())
@@ -234,9 +245,21 @@ def write_components(cfg: RecipeConfig, dst: Path, log: Log) -> Path:
         text.save_pretrained(tmp / "text_encoder")
         vision.save_pretrained(tmp / "image_encoder")
         t0 = time.perf_counter()
-        vae = train_vae(cfg, log)
+        vae = train_vae(cfg, cfg.vae, log)
         vae.save_pretrained(tmp / "vae")
         log(f"vae trained in {time.perf_counter() - t0:.0f} s")
+    return dst
+
+
+def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: Log) -> Path:
+    """The base stage's frozen parts: those of `components` with the base stage's own VAE in vae/."""
+    with atomic_dir(dst) as tmp:
+        tmp = Path(tmp)
+        for part in ("tokenizer", "text_encoder", "image_encoder"):
+            shutil.copytree(components / part, tmp / part)
+        t0 = time.perf_counter()
+        train_vae(cfg, cfg.base_vae, log).save_pretrained(tmp / "vae")
+        log(f"base vae trained in {time.perf_counter() - t0:.0f} s")
     return dst
 
 
@@ -290,19 +313,19 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
             "refine_width": cfg.refine_size, "refine_height": cfg.refine_size, "refiner": "tiny-shapes-refiner"}
 
 
-def export(cfg: RecipeConfig, components: Path, base_ckpt: Path, refine_ckpt: Path, dst: Path,
-           notes: dict[str, Any]) -> tuple[Path, Path]:
+def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path,
+           dst: Path, notes: dict[str, Any]) -> tuple[Path, Path]:
     """Write `dst/tiny-shapes/` and `dst/tiny-shapes-refiner/` atomically from the EMA weights."""
     from i2vgen.models.tiny import SCHEDULER_CONFIG
 
     base_dir, refiner_dir = dst / "tiny-shapes", dst / "tiny-shapes-refiner"
     defaults = model_defaults(cfg)
-    for folder, ckpt, parts, index in (
-        (base_dir, base_ckpt, ("vae", "text_encoder", "tokenizer", "image_encoder"), {
+    for folder, source, ckpt, parts, index in (
+        (base_dir, base_components, base_ckpt, ("vae", "text_encoder", "tokenizer", "image_encoder"), {
             "_class_name": "I2VGenXLPipeline", "unet": ["diffusers", "I2VGenXLUNet"],
             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
             "scheduler": ["diffusers", "DDIMScheduler"]}),
-        (refiner_dir, refine_ckpt, ("vae", "text_encoder", "tokenizer"), {
+        (refiner_dir, components, refine_ckpt, ("vae", "text_encoder", "tokenizer"), {
             "_class_name": "I2VGenRefinePipeline", "unet": ["i2vgen", "I2VGenRefinerUNet"]}),
     ):
         with atomic_dir(folder) as tmp:
@@ -317,7 +340,7 @@ def export(cfg: RecipeConfig, components: Path, base_ckpt: Path, refine_ckpt: Pa
             unet = load_unet(ckpt / "unet_ema")
             save_unet(unet, tmp / "unet", format="diffusers" if folder is base_dir else "i2vgen")
             for part in parts:
-                shutil.copytree(components / part, tmp / part)
+                shutil.copytree(source / part, tmp / part)
             if folder is base_dir:
                 (tmp / "scheduler").mkdir()
                 (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
@@ -341,10 +364,18 @@ def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
 
 
 def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | None = None) -> tuple[Path, Path]:
-    """Run every stage into `cfg.output_dir` (skipping finished ones); -> the two exported model folders."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    """Run every stage into `cfg.output_dir` (skipping finished ones); -> the two exported model folders. Runs with
+    `cfg.threads` torch threads and restores the caller's count afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        return _run_recipe(cfg, export_to, log or (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Path, Path]:
     for name, preset_name in (("base", cfg.base.unet_preset), ("refine", cfg.refine.unet_preset)):
         if preset_name not in UNET_PRESETS:
             raise InputError(f"{name}.unet_preset {preset_name!r} is not a UNet preset")
@@ -363,12 +394,16 @@ def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | N
         atomic_write_text(timings_path, json.dumps(timings, indent=2))
         return value
 
+    base_components = out / "components-base"
     if not components.is_dir():
         timed("components", lambda: write_components(cfg, components, log))
-    base_ckpt = timed("base", lambda: train_stage(cfg, "base", components, out / "base", log))
+    if not base_components.is_dir():
+        timed("base_components", lambda: write_base_components(cfg, components, base_components, log))
+    base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
     notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
              "torch": torch.__version__, "threads": torch.get_num_threads()}
-    folders = timed("export", lambda: export(cfg, components, base_ckpt, refine_ckpt, export_to or out, notes))
+    folders = timed("export", lambda: export(cfg, components, base_components, base_ckpt, refine_ckpt,
+                                             export_to or out, notes))
     log(f"done in {sum(timings.values()):.0f} s: {folders[0]} and {folders[1]}")
     return folders
