@@ -323,9 +323,8 @@ def _apply_loras(unet, loras: list[tuple[str, float]]) -> None:  # noqa: ANN001
 
 def run_refine(args: argparse.Namespace) -> int:
     from i2vgen.io import output_kind
-    from i2vgen.pipelines.refine import check_refine_args, load_video
-
     from i2vgen.pipelines.common import model_defaults
+    from i2vgen.pipelines.refine import check_refine_args, load_video
 
     output_kind(args.output)  # an unknown extension fails before any work
     d = model_defaults(args.model)

@@ -244,14 +244,24 @@ def write_tiny_clip_tokenizer(folder: str | Path) -> Path:
 
     Load it with `CLIPTokenizer.from_pretrained(folder)`. Ids: bos 516, eos = pad 517.
     """
+    return _write_clip_bpe(folder, [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "t</w>")])
+
+
+def _write_clip_bpe(folder: str | Path, merges: Sequence[tuple[str, str]]) -> Path:
+    """vocab.json + merges.txt of a CLIP BPE: ids are the 512 byte tokens (plain, then with "</w>"), the merged
+    symbols in merge order (each once), then <|startoftext|> and <|endoftext|>."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    merges = ["t h", "th e</w>", "c a", "ca t</w>"]
-    tokens = [*chars, *(c + "</w>" for c in chars), *(m.replace(" ", "") for m in merges)]
+    tokens = [*_bytes_to_unicode(), *(c + "</w>" for c in _bytes_to_unicode())]
+    seen = set(tokens)
+    for a, b in merges:
+        if a + b not in seen:
+            seen.add(a + b)
+            tokens.append(a + b)
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n",
+                                       encoding="utf-8")
     return folder
 
 
@@ -325,18 +335,4 @@ def write_word_clip_tokenizer(folder: str | Path, words: Sequence[str]) -> Path:
     bad = [w for w in words if not w or w != w.lower() or not re.fullmatch(r"[a-z0-9]+|[^\sa-z0-9]", w)]
     if bad:
         raise InputError(f"tokenizer words must be lower-case letters/digits or one punctuation mark, got {bad[:3]}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
-    merges = learn_word_merges(words)
-    tokens = [*chars, *(c + "</w>" for c in chars)]
-    seen = set(tokens)
-    for a, b in merges:
-        if a + b not in seen:
-            seen.add(a + b)
-            tokens.append(a + b)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n",
-                                       encoding="utf-8")
-    return folder
+    return _write_clip_bpe(folder, learn_word_merges(words))

@@ -4,6 +4,7 @@ offload, and turning decoded frames into the requested output type."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -51,16 +52,18 @@ def resolve_model_path(path_or_id: str | os.PathLike, *, components: list[str] |
         raise CheckpointError(f"cannot download {s} from the Hugging Face Hub: {msg}") from None
 
 
+def local_model_path(path_or_id: str | os.PathLike) -> Path:
+    """A built-in model name's folder, else the path as given (no check, no download)."""
+    s = os.fspath(path_or_id)
+    return BUILTIN_MODELS.get(s, Path(s).expanduser())
+
+
 def model_defaults(path_or_id: str | os.PathLike) -> dict[str, Any]:
     """Generation settings a local model folder suggests: `_i2vgen_defaults` in its model_index.json (the tiny
     models write width, height, num_frames, target_fps, refine_width, refine_height and refiner). {} for Hub ids,
     folders without them and unreadable files (loading reports those)."""
-    s = os.fspath(path_or_id)
-    folder = BUILTIN_MODELS.get(s, Path(s).expanduser())
     try:
-        import json
-
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        index = json.loads((local_model_path(path_or_id) / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     defaults = index.get("_i2vgen_defaults") if isinstance(index, dict) else None

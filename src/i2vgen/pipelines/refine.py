@@ -69,12 +69,12 @@ from i2vgen.models.loading import load_unet
 from i2vgen.models.refiner import I2VGenRefinerUNet, check_refiner_size
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
-    BUILTIN_MODELS,
     OUTPUT_TYPES,
     OutputType,
     StagePipeline,
     check_model_folder,
     frames_to_output,
+    local_model_path,
     resolve_model_path,
 )
 
@@ -143,7 +143,7 @@ def folder_geometry(path: str | os.PathLike, unet: str | os.PathLike | None = No
     """(VAE downscale, UNet config) of a local refiner folder, read from its config.json files without loading any
     weights, so a command line can refuse a bad size first; None when they cannot be read this way (a Hub id not yet
     downloaded, a bare `.pth` UNet), in which case the pipeline checks after loading."""
-    root = BUILTIN_MODELS.get(os.fspath(path), Path(path))
+    root = local_model_path(path)
     unet_dir = root / "unet" if unet is None else Path(unet)
     try:
         vae = json.loads((root / "vae" / "config.json").read_text())
