@@ -122,17 +122,30 @@ def test_generate_uses_the_model_folder_defaults_on_a_users_drawing(smoke_models
     meta = json.loads((tmp_path / "out.gif.json").read_text())
     assert (meta["base_width"], meta["base_height"], meta["width"], meta["height"]) == (32, 32, 64, 64)
     assert meta["fps_condition"] == 8 and meta["frames"] == 4  # the smoke recipe's 4-frame clips
+    # guidance and refiner strength: the folder's suggestions (chosen on held-out clips) unless a flag says otherwise
+    assert (meta["guidance"], meta["refine"]["strength"]) == (2.0, 0.3)
     with Image.open(out) as im:
         assert im.size == (64, 64) and im.n_frames == 4
+    assert main(["generate", "--model", str(smoke_models / "tiny-shapes"), "--image", str(tmp_path / "my_shapes.png"),
+                 "--prompt", "a blue square moves up", "--output", str(tmp_path / "g9.gif"), "--steps", "1",
+                 "--seed", "1", "--quiet", "--guidance", "9"]) == 0
+    assert json.loads((tmp_path / "g9.gif.json").read_text())["guidance"] == 9.0
+    # `i2vgen refine` on the refiner folder alone takes its suggested strength too
+    assert main(["refine", "--model", str(smoke_models / "tiny-shapes-refiner"), "--video", str(tmp_path / "g9.gif"),
+                 "--prompt", "a blue square moves up", "--output", str(tmp_path / "r.gif"), "--steps", "2",
+                 "--seed", "0", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "r.gif.json").read_text())
+    assert meta["strength"] == 0.3 and (meta["width"], meta["height"]) == (64, 64)
 
 
 def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
     out = tmp_path / "results.json"
     assert main(["eval-shapes", "--model", str(smoke_models / "tiny-shapes"), "--refiner-model",
-                 str(smoke_models / "tiny-shapes-refiner"), "-n", "2", "--variants", "ground-truth,no-clip,refine-gt",
+                 str(smoke_models / "tiny-shapes-refiner"), "-n", "2", "--variants", "ground-truth,no-clip,refine-gt,text-use",
                  "--refine-steps", "2", "--output", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| ground-truth | 100 % |" in table  # the tracker reads the true clips' directions
+    assert "| text-use |" not in table and "text-use (1 one-shape clips" in table  # its own small table
     result = json.loads(out.read_text())
     assert result["settings"]["n"] == 2 and len(result["variants"]["no-clip"]["rows"]) == 2
     gt = result["variants"]["refine-gt"]["summary"]

@@ -45,7 +45,8 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None,
                    help="base stage width (default 1280, or 640 with --refine; a tiny model's own size)")
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=9.0)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance (default 9.0, the reference; a tiny model's own suggestion)")
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp-2m", "dpmpp-2m-sde"))
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded)")
     p.add_argument("--fps", type=int, default=None,
@@ -60,9 +61,9 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--refiner-unet", default=None, help="refiner UNet weights instead of REFINER_MODEL/unet")
     r.add_argument("--refine-width", type=int, default=None, help="default 1280 (a tiny model's own size)")
     r.add_argument("--refine-height", type=int, default=None, help="default 720 (a tiny model's own size)")
-    r.add_argument("--strength", type=float, default=0.6,
+    r.add_argument("--strength", type=float, default=None,
                    help="how much the refiner re-generates: it noises to t = round(1000 * strength) - 1 "
-                        "(default 0.6: t = 599, the reference)")
+                        "(default 0.6: t = 599, the reference; a tiny model's own suggestion)")
     r.add_argument("--refine-steps", type=int, default=None, help="refiner steps (default 30, DPM-Solver++ 2M SDE)")
     _add_device_args(p, "one component on the device at a time (default with --refine: one stage at a time)")
     p.set_defaults(func=run_generate)
@@ -144,15 +145,17 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def apply_model_defaults(args: argparse.Namespace) -> None:
-    """Fill the size, frame and fps flags left unset: from the model folder's suggestions (`_i2vgen_defaults`, the
-    tiny models), else the reference's (16 frames at 1280x704, or 640x352 refined to 1280x720; fps 16)."""
+    """Fill the size, frame, fps, guidance and strength flags left unset: from the model folder's suggestions
+    (`_i2vgen_defaults`, the tiny models), else the reference's (16 frames at 1280x704, or 640x352 refined to
+    1280x720; fps 16; guidance 9.0; strength 0.6)."""
     from i2vgen.pipelines.common import model_defaults
 
     d = model_defaults(args.model)
     base_w, base_h = (640, 352) if args.refine and "width" not in d else (1280, 704)
     for name, key, fallback in (("frames", "num_frames", 16), ("width", "width", base_w),
                                 ("height", "height", base_h), ("fps", "target_fps", 16),
-                                ("refine_width", "refine_width", 1280), ("refine_height", "refine_height", 720),
+                                ("guidance", "guidance_scale", 9.0), ("refine_width", "refine_width", 1280),
+                                ("refine_height", "refine_height", 720), ("strength", "refine_strength", 0.6),
                                 ("refiner_model", "refiner", None)):
         if getattr(args, name, None) is None:
             setattr(args, name, d.get(key, fallback))
@@ -260,9 +263,9 @@ def add_refine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unet", default=None, help="refiner UNet weights instead of MODEL/unet, e.g. non_ema_0035000.pth")
     p.add_argument("--width", type=int, default=None, help="default 1280 (a tiny model's own size)")
     p.add_argument("--height", type=int, default=None, help="default 720 (a tiny model's own size)")
-    p.add_argument("--strength", type=float, default=0.6,
+    p.add_argument("--strength", type=float, default=None,
                    help="how much is re-generated: noise to t = round(1000 * strength) - 1 (default 0.6: t = 599, "
-                        "the reference; lower keeps more of the input)")
+                        "the reference, or a tiny model's own suggestion; lower keeps more of the input)")
     p.add_argument("--sampler", default="dpmpp-2m-sde", choices=("dpmpp-2m-sde", "heun"))
     p.add_argument("--steps", type=int, default=None, help="default 30 (dpmpp-2m-sde) or 50 (heun)")
     p.add_argument("--guidance", type=float, default=7.5)
@@ -330,6 +333,7 @@ def run_refine(args: argparse.Namespace) -> int:
     d = model_defaults(args.model)
     args.width = d.get("width", 1280) if args.width is None else args.width
     args.height = d.get("height", 720) if args.height is None else args.height
+    args.strength = d.get("strength", 0.6) if args.strength is None else args.strength
     window = args.window or None
     if args.window < 0:
         raise InputError(f"--window must be >= 0, got {args.window}")

@@ -9,12 +9,16 @@ their captions and measures, with `i2vgen.eval`:
   ground-truth 64x64 clip (rows that run the refiner);
 - temporal flicker (VBench) and colour drift of the base output.
 
-Variants: `full` (DDIM 50 + refiner, the reference settings), `dpmpp-25` (DPM-Solver++ 2M, 25 steps), and with
+Variants: `full` (DDIM 50 + refiner), `dpmpp-25` (DPM-Solver++ 2M, 25 steps), and with
 that sampler `no-detail` (first-frame latent zeroed: no latent context tokens, no concat branch) and `no-clip`
 (global CLIP image embedding zeroed); and two references that need no sampling of the base stage: `ground-truth`
 (the metrics of the true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input,
 the ceiling of every sampled row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
-ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md).
+ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md). `text-use` samples
+nothing: it asks whether the base UNet reads the direction word at all (`text_use`).
+
+Guidance and refiner strength default to the model folder's suggestions (`_i2vgen_defaults`), else the reference's
+9.0 and 0.6.
 """
 
 from __future__ import annotations
@@ -39,13 +43,61 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-clip": {"sampler": "dpmpp-2m", "steps": 25, "ablate": ("image",), "refine": False},
     "ground-truth": {},
     "refine-gt": {},
+    # no sampling: does the denoiser read the direction word? (`text_use`)
+    "text-use": {},
 }
-DEFAULT_VARIANTS = ("ground-truth", "full", "dpmpp-25", "no-detail", "no-clip", "refine-gt")
+DEFAULT_VARIANTS = ("ground-truth", "full", "dpmpp-25", "no-detail", "no-clip", "refine-gt", "text-use")
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(values)) if values else None
+
+
+TEXT_USE_TIMESTEPS = (999, 800, 600)
+_DIRECTIONS = ("left", "right", "up", "down")
+
+
+def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TEXT_USE_TIMESTEPS,
+             repeats: int = 2) -> dict[str, Any] | None:
+    """Whether the base UNet reads the direction word, without sampling: its v-prediction loss on the true clip
+    with the caption as written and with the three other direction words, at `timesteps` with the same noise
+    (`repeats` draws from `seed`). -> {"text_use_ok_<t>": the true caption has the lowest loss, "text_gap_<t>":
+    mean loss of the wrong captions minus the true one's}; None for clips the swap cannot express (two shapes).
+
+    A denoiser that ignores the text has a gap of 0 and picks the true caption 1 time in 4 by chance."""
+    import torch
+
+    if len(clip.shapes) != 1:
+        return None
+    true_dir = clip.shapes[0].direction
+    captions = [clip.caption.replace(f"moves {true_dir}", f"moves {d}") for d in _DIRECTIONS]  # 4 prompts
+    j = _DIRECTIONS.index(true_dir)
+    unet = base.unet
+    dev = next(unet.parameters()).device
+    frames = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1)  # (1, 3, F, H, W)
+    with torch.no_grad():
+        text = base.text_encoder.encode(captions).to(dev, unet.dtype)  # (4, 77, D)
+        image, _ = base.encode_image(clip.first_frame, clip.frames.shape[2], clip.frames.shape[1], generator=None,
+                                     sample_posterior=False)  # (1, D)
+        z0 = base.vae.encode(frames.to(base.vae.device), sample=False).to(dev, unet.dtype)  # (1, 4, F, h, w)
+        row: dict[str, Any] = {}
+        for t in timesteps:
+            a = float(base.alphas_cumprod[t])
+            losses = torch.zeros(len(captions), dtype=torch.float64)
+            for r in range(repeats):
+                eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed * 1000 + r)).to(z0)
+                x_t = a ** 0.5 * z0 + (1 - a) ** 0.5 * eps
+                v = a ** 0.5 * eps - (1 - a) ** 0.5 * z0  # (1, 4, F, h, w)
+                n = len(captions)
+                pred = unet(x_t.expand(n, *z0.shape[1:]), torch.full((n,), float(t), device=dev),
+                            encoder_hidden_states=text, image_embeds=image.to(dev, unet.dtype).expand(n, -1),
+                            first_frame_latent=z0[:, :, 0].expand(n, -1, -1, -1),
+                            fps=torch.full((n,), 8, device=dev))  # (4, 4, F, h, w)
+                losses += (pred.float() - v.float()).pow(2).flatten(1).mean(1).double().cpu() / repeats
+            row[f"text_use_ok_{t}"] = bool(losses.argmin() == j)
+            row[f"text_gap_{t}"] = float((losses.sum() - losses[j]) / (len(captions) - 1) - losses[j])
+    return row
 
 
 def vae_round_trip(vae: Any, image: np.ndarray) -> np.ndarray:
@@ -73,14 +125,16 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
     for i, (clip, clip_hr) in enumerate(zip(clips, clips_hr)):
         gen = torch.Generator().manual_seed(seed + start + i)  # the same draws however the clips are split
         row: dict[str, Any] = {"seed": clip.seed, "prompt": clip.caption}
-        if name in ("ground-truth", "refine-gt"):
+        if name == "text-use":
+            row.update(text_use(base, clip, seed=seed + start + i) or {})
+        elif name in ("ground-truth", "refine-gt"):
             video = clip.frames.astype(np.float64) / 255  # (F, 32, 32, 3)
         else:
             video = base(clip.first_frame, clip.caption, num_frames=len(clip.frames), height=clip.frames.shape[1],
                          width=clip.frames.shape[2], target_fps=8, num_inference_steps=spec["steps"],
                          guidance_scale=guidance, sampler=spec["sampler"], generator=gen, ablate=spec["ablate"],
                          output_type="np")[0]
-        if name != "refine-gt":
+        if name not in ("refine-gt", "text-use"):
             row["direction_ok"] = ev.prompt_agreement(video, clip.caption)
             # the true clip's frame 0 through the VAE (posterior mean): the ceiling of first-frame fidelity
             ff = ev.first_frame_fidelity(vae_round_trip(base.vae, clip.first_frame) if name == "ground-truth"
@@ -111,15 +165,21 @@ def summarise(name: str, rows: list[dict[str, Any]], seconds: float) -> dict[str
     for key in ("first_frame_psnr", "first_frame_ssim", "flicker", "colour_drift", "psnr_refined", "psnr_bicubic",
                 "psnr_gain_db", "ssim_gain"):
         summary[key] = _mean(rows, key)
+    if name == "text-use":
+        summary["text_use_n"] = sum(1 for r in rows if f"text_gap_{TEXT_USE_TIMESTEPS[0]}" in r)
+        for t in TEXT_USE_TIMESTEPS:
+            summary[f"text_use_acc_{t}"] = _mean(rows, f"text_use_ok_{t}")
+            summary[f"text_gap_{t}"] = _mean(rows, f"text_gap_{t}")
     return summary
 
 
 def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shapes-refiner", *, n: int = 100,
                     start: int = 0,
-                    variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float = 9.0,
-                    strength: float = 0.6, refine_steps: int | None = None, device: str = "cpu",
+                    variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float | None = None,
+                    strength: float | None = None, refine_steps: int | None = None, device: str = "cpu",
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}."""
+    """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}.
+    `guidance` and `strength` (refiner) default to the model folder's suggestions, else 9.0 and 0.6."""
     import torch
 
     from i2vgen.pipelines.base import I2VGenPipeline
@@ -133,6 +193,8 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     d = model_defaults(model)
     size, size_hr, frames = d.get("width", 32), d.get("refine_width", 64), d.get("num_frames", 16)
+    guidance = d.get("guidance_scale", 9.0) if guidance is None else guidance
+    strength = d.get("refine_strength", 0.6) if strength is None else strength
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v == "refine-gt" or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
@@ -162,13 +224,22 @@ def markdown_table(result: dict[str, Any]) -> str:
     header = ("| variant | direction acc. | first-frame PSNR (dB) | first-frame SSIM | refined PSNR (dB) | "
               "bicubic PSNR (dB) | refinement gain (dB) | flicker | colour drift | s |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    probes = []
     for name, v in result["variants"].items():
         s = v["summary"]
+        if name == "text-use":
+            probes = [f"| {t} | {_fmt(s[f'text_use_acc_{t}'], '.0%')} | {_fmt(s[f'text_gap_{t}'], '.2e')} |"
+                      for t in TEXT_USE_TIMESTEPS]
+            probe_n = s["text_use_n"]
+            continue
         acc = "–" if s["direction_accuracy"] is None else f"{100 * s['direction_accuracy']:.0f} %"
         lines.append(f"| {name} | {acc} | {_fmt(s['first_frame_psnr'], '.2f')} | {_fmt(s['first_frame_ssim'], '.3f')} "
                      f"| {_fmt(s['psnr_refined'], '.2f')} | {_fmt(s['psnr_bicubic'], '.2f')} "
                      f"| {_fmt(s['psnr_gain_db'], '+.2f')} | {_fmt(s['flicker'], '.2f')} "
                      f"| {_fmt(s['colour_drift'], '.2f')} | {s['seconds']:.0f} |")
+    if probes:
+        lines += ["", f"text-use ({probe_n} one-shape clips; chance 25 %, gap 0 for a denoiser that ignores the text):",
+                  "", "| t | true caption has the lowest loss | loss gap (wrong - true) |", "|---|---|---|", *probes]
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +283,10 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--start", type=int, default=0,
                    help="skip the first held-out clips: evaluate clips start ... start + n - 1 (to split a run)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed of held-out clip i is seed + i")
-    p.add_argument("--guidance", type=float, default=9.0)
-    p.add_argument("--strength", type=float, default=0.6, help="refiner strength (default 0.6: t = 599)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="base guidance (default: the model's suggestion, 2.0 for tiny-shapes; else 9.0)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="refiner strength (default: the model's suggestion, 0.3 for tiny-shapes; else 0.6: t = 599)")
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
