@@ -16,7 +16,7 @@ from test_train import read_metrics, tiny_config
 from i2vgen.train.cli import main
 
 
-def _rank(rank: int, port: int, argv: list[str]) -> None:  # in a forked child: what torchrun sets, then the CLI
+def _rank(rank: int, port: int, argv: list[str]) -> None:  # in a child process: what torchrun sets, then the CLI
     os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
     os._exit(main(argv))
@@ -26,7 +26,9 @@ def _launch(config: str, timeout: float = 180) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked from a parent whose earlier tests ran torch thread pools can hang (seen once in
+    # the full suite: a rank still alive after 180 s)
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_rank, args=(r, port, ["train", "base", "--config", config])) for r in range(2)]
     for p in procs:
         p.start()

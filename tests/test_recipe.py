@@ -150,6 +150,9 @@ def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
     assert result["settings"]["n"] == 2 and len(result["variants"]["no-clip"]["rows"]) == 2
     gt = result["variants"]["refine-gt"]["summary"]
     assert gt["psnr_gain_db"] == pytest.approx(gt["psnr_refined"] - gt["psnr_bicubic"])
+    # ground-truth's refined column is the refiner VAE's round trip of the true 64x64 clip; same bicubic baseline
+    truth = result["variants"]["ground-truth"]["summary"]
+    assert truth["psnr_bicubic"] == pytest.approx(gt["psnr_bicubic"]) and truth["psnr_refined"] > 5
     assert main(["eval-shapes", "--model", str(smoke_models / "tiny-shapes"), "--variants", "full,bogus"]) == 1
     assert "unknown variant(s) bogus" in capsys.readouterr().err
     # a run split by clips combines into the run of all clips (same per-clip seeds)

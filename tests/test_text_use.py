@@ -56,6 +56,8 @@ def test_text_use_picks_the_true_caption_for_a_text_reading_denoiser(pipe):
                 assert row[f"text_use_ok_{t}"] is True
                 # wrong captions are off by 0.1 everywhere: loss 0.01 more than the exact prediction
                 assert row[f"text_gap_{t}"] == pytest.approx(0.01, rel=1e-3)
+            # its x0 prediction at pure noise is the true clip, not the mean of the four directions
+            assert row["x0_err_true"] < 1e-8 and 1e-3 < row["x0_err_mean"] < row["x0_err_static"]
             pipe.unet = _stub(pipe, clip, blind=True)
             row = text_use(pipe, clip, seed=0)
             assert all(row[f"text_gap_{t}"] == 0 for t in TEXT_USE_TIMESTEPS)
@@ -67,7 +69,21 @@ def test_text_use_skips_two_shape_clips_and_runs_on_the_shipped_model(pipe):
     two = next(c for c in (make_clip(s, size=32) for s in split_seeds("heldout", 20)) if len(c.shapes) == 2)
     assert text_use(pipe, two, seed=0) is None
     row = text_use(pipe, _one_shape_clips(1)[0], seed=0, timesteps=(999,), repeats=1)
-    assert set(row) == {"text_use_ok_999", "text_gap_999"} and np.isfinite(row["text_gap_999"])
+    assert set(row) == {"text_use_ok_999", "text_gap_999", "x0_err_true", "x0_err_static", "x0_err_mean"}
+    assert all(np.isfinite(v) for v in row.values())
+
+
+def test_a_clip_re_renders_exactly_with_its_recorded_background():
+    """`text_use` renders the other directions from the clip's record: the true direction must give the clip back."""
+    from i2vgen.shapes import render
+
+    gradients = 0
+    for clip in _one_shape_clips(4):
+        again = render(list(clip.shapes), clip.background, size=32, num_frames=16,
+                       gradient=clip.gradient)[0]
+        np.testing.assert_array_equal(again, clip.frames)
+        gradients += clip.gradient is not None
+    assert gradients > 0  # the gradient background is covered
 
 
 def test_the_frozen_random_text_encoder_separates_the_direction_words(pipe):

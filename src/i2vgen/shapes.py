@@ -105,6 +105,7 @@ class ShapesClip:
     background: str  # a key of BACKGROUNDS
     centroids: np.ndarray  # float32 (num_shapes, F, 2): centre of mass (x, y) in pixels, pixel centres at integers
     radii: np.ndarray  # float32 (num_shapes, F) in pixels
+    gradient: tuple[float, float] | None = None  # the background's (strength, angle), as `render` takes it
 
     @property
     def first_frame(self) -> np.ndarray:
@@ -177,7 +178,7 @@ def make_clip(
         boxes = [(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)]
     shapes = tuple(_sample_shape(rng, colour, box, num_shapes, p_scale) for colour, box in zip(colours, boxes))
     frames, centroids, radii = render(shapes, background, size=size, num_frames=num_frames, gradient=gradient)
-    return ShapesClip(seed, frames, caption(shapes), shapes, background, centroids, radii)
+    return ShapesClip(seed, frames, caption(shapes), shapes, background, centroids, radii, gradient)
 
 
 def _sample_shape(

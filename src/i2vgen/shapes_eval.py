@@ -13,7 +13,8 @@ Variants: `full` (DDIM 50 + refiner), `dpmpp-25` (DPM-Solver++ 2M, 25 steps), an
 that sampler `no-detail` (first-frame latent zeroed: no latent context tokens, no concat branch) and `no-clip`
 (global CLIP image embedding zeroed); and two references that need no sampling of the base stage: `ground-truth`
 (the metrics of the true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input,
-the ceiling of every sampled row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
+the ceiling of every sampled row, and its refined column the refiner VAE's round trip of the true high-resolution
+clip, the ceiling of every refined row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
 ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md). `text-use` samples
 nothing: it asks whether the base UNet reads the direction word at all (`text_use`).
 
@@ -63,10 +64,18 @@ def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TE
     """Whether the base UNet reads the direction word, without sampling: its v-prediction loss on the true clip
     with the caption as written and with the three other direction words, at `timesteps` with the same noise
     (`repeats` draws from `seed`). -> {"text_use_ok_<t>": the true caption has the lowest loss, "text_gap_<t>":
-    mean loss of the wrong captions minus the true one's}; None for clips the swap cannot express (two shapes).
+    mean loss of the wrong captions minus the true one's, and "x0_err_<ref>": the mean squared distance (latents,
+    second half of the frames) of the x0 prediction at the highest `timesteps` (averaged over the noise draws) to
+    the true clip ("true"), to frame 0 held still ("static") and to the mean of the four clips that differ only in
+    the direction ("mean", the best a denoiser can do without reading the word)}; None for clips the swap cannot
+    express (two shapes).
 
     A denoiser that ignores the text has a gap of 0 and picks the true caption 1 time in 4 by chance."""
+    import dataclasses
+
     import torch
+
+    from i2vgen.shapes import render
 
     if len(clip.shapes) != 1:
         return None
@@ -75,13 +84,19 @@ def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TE
     j = _DIRECTIONS.index(true_dir)
     unet = base.unet
     dev = next(unet.parameters()).device
-    frames = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1)  # (1, 3, F, H, W)
+    num_frames, size = clip.frames.shape[:2]
+    shape = clip.shapes[0]
+    videos = [render([dataclasses.replace(shape, direction=d)], clip.background, size=size, num_frames=num_frames,
+                     gradient=clip.gradient)[0] for d in _DIRECTIONS]  # 4 x (F, H, W, 3); videos[j] is the clip
+    frames = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1)  # (4, 3, F, H, W)
     with torch.no_grad():
         text = base.text_encoder.encode(captions).to(dev, unet.dtype)  # (4, 77, D)
         image, _ = base.encode_image(clip.first_frame, clip.frames.shape[2], clip.frames.shape[1], generator=None,
                                      sample_posterior=False)  # (1, D)
-        z0 = base.vae.encode(frames.to(base.vae.device), sample=False).to(dev, unet.dtype)  # (1, 4, F, h, w)
+        z_all = base.vae.encode(frames.to(base.vae.device), sample=False).to(dev, unet.dtype)  # (4, 4, F, h, w)
+        z0 = z_all[j:j + 1]  # (1, 4, F, h, w)
         row: dict[str, Any] = {}
+        x0_true_caption = torch.zeros_like(z0)
         for t in timesteps:
             a = float(base.alphas_cumprod[t])
             losses = torch.zeros(len(captions), dtype=torch.float64)
@@ -95,19 +110,26 @@ def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TE
                             first_frame_latent=z0[:, :, 0].expand(n, -1, -1, -1),
                             fps=torch.full((n,), 8, device=dev))  # (4, 4, F, h, w)
                 losses += (pred.float() - v.float()).pow(2).flatten(1).mean(1).double().cpu() / repeats
+                if t == max(timesteps):
+                    x0_true_caption += (a ** 0.5 * x_t - (1 - a) ** 0.5 * pred[j:j + 1]) / repeats
             row[f"text_use_ok_{t}"] = bool(losses.argmin() == j)
             row[f"text_gap_{t}"] = float((losses.sum() - losses[j]) / (len(captions) - 1) - losses[j])
+        late = slice(num_frames // 2, None)  # the second half of the clip, where the shape has moved
+        for name, ref in (("true", z0), ("static", z0[:, :, :1].expand_as(z0)), ("mean", z_all.mean(0, keepdim=True))):
+            row[f"x0_err_{name}"] = float((x0_true_caption - ref)[:, :, late].float().pow(2).mean())
     return row
 
 
-def vae_round_trip(vae: Any, image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float (H, W, 3) in [0, 1]: decoded from the VAE posterior mean."""
+def vae_round_trip(vae: Any, frames: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) or (F, H, W, 3) -> float, same shape, in [0, 1]: decoded from the VAE posterior mean."""
     import torch
 
-    x = torch.from_numpy(image).permute(2, 0, 1)[None, :, None].float().div(127.5).sub(1)  # (1, 3, 1, H, W)
+    video = frames if frames.ndim == 4 else frames[None]  # (F, H, W, 3)
+    x = torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1)
     with torch.no_grad():
-        y = vae.decode(vae.encode(x.to(vae.device), sample=False))
-    return (y[0, :, 0].float().cpu() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+        y = vae.decode(vae.encode(x.to(vae.device), sample=False))  # (1, 3, F, H, W)
+    out = (y[0].float().cpu() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).numpy()  # (F, H, W, 3)
+    return out if frames.ndim == 4 else out[0]
 
 
 def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
@@ -142,6 +164,11 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
             row["first_frame_psnr"], row["first_frame_ssim"] = ff["psnr"], ff["ssim"]
             row["flicker"] = ev.temporal_flickering(video)
             row["colour_drift"] = ev.colour_drift(video)["mean"]
+        if name == "ground-truth" and refiner is not None:
+            # the refiner's ceiling: its VAE's round trip of the true high-resolution clip, against bicubic
+            ceiling = vae_round_trip(refiner.vae, clip_hr.frames)
+            gain = ev.refinement_gain(video, ceiling, clip_hr.frames)
+            row.update({k: gain[k] for k in ("psnr_refined", "psnr_bicubic", "psnr_gain_db", "ssim_gain")})
         if name == "refine-gt" or spec.get("refine"):
             size = clip_hr.frames.shape[1]
             refined = refiner(video, clip.caption, width=size, height=size, strength=strength,
@@ -170,6 +197,8 @@ def summarise(name: str, rows: list[dict[str, Any]], seconds: float) -> dict[str
         for t in TEXT_USE_TIMESTEPS:
             summary[f"text_use_acc_{t}"] = _mean(rows, f"text_use_ok_{t}")
             summary[f"text_gap_{t}"] = _mean(rows, f"text_gap_{t}")
+        for ref in ("true", "static", "mean"):
+            summary[f"x0_err_{ref}"] = _mean(rows, f"x0_err_{ref}")
     return summary
 
 
@@ -196,7 +225,7 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     guidance = d.get("guidance_scale", 9.0) if guidance is None else guidance
     strength = d.get("refine_strength", 0.6) if strength is None else strength
     base = I2VGenPipeline.from_pretrained(model, device=device)
-    need_refiner = any(v == "refine-gt" or VARIANTS[v].get("refine") for v in variants)
+    need_refiner = any(v in ("refine-gt", "ground-truth") or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
     seeds = split_seeds("heldout", start + n)[start:]
     clips = [make_clip(s, size=size, num_frames=frames) for s in seeds]
@@ -231,6 +260,10 @@ def markdown_table(result: dict[str, Any]) -> str:
             probes = [f"| {t} | {_fmt(s[f'text_use_acc_{t}'], '.0%')} | {_fmt(s[f'text_gap_{t}'], '.2e')} |"
                       for t in TEXT_USE_TIMESTEPS]
             probe_n = s["text_use_n"]
+            x0_errs = (f"x0 prediction at t = {max(TEXT_USE_TIMESTEPS)}, squared distance (second half of the clip) to "
+                       f"the true clip {_fmt(s['x0_err_true'], '.4f')}, to frame 0 held still "
+                       f"{_fmt(s['x0_err_static'], '.4f')}, to the mean of the four directions "
+                       f"{_fmt(s['x0_err_mean'], '.4f')}")
             continue
         acc = "–" if s["direction_accuracy"] is None else f"{100 * s['direction_accuracy']:.0f} %"
         lines.append(f"| {name} | {acc} | {_fmt(s['first_frame_psnr'], '.2f')} | {_fmt(s['first_frame_ssim'], '.3f')} "
@@ -239,7 +272,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                      f"| {_fmt(s['colour_drift'], '.2f')} | {s['seconds']:.0f} |")
     if probes:
         lines += ["", f"text-use ({probe_n} one-shape clips; chance 25 %, gap 0 for a denoiser that ignores the text):",
-                  "", "| t | true caption has the lowest loss | loss gap (wrong - true) |", "|---|---|---|", *probes]
+                  "", "| t | true caption has the lowest loss | loss gap (wrong - true) |", "|---|---|---|", *probes,
+                  "", x0_errs]
     return "\n".join(lines) + "\n"
 
 
