@@ -1,0 +1,117 @@
+"""Does the tiny-shapes base UNet learn to read the direction word, and with what training? A training probe.
+
+Run: `.venv/bin/python benchmarks/shapes_text_learning.py NAME [--budget 470] [--batch 4] [--frames 8] [--hi-t 2]
+[--lr 1e-3] [--travel 0.3] [--p-two 0] [--device cuda] [-o results/]`
+
+Trains the recipe's base stage (`i2vgen.train.recipe`, preset "tiny-shapes", the shipped model's frozen VAE and CLIP
+encoders) from scratch in chunks of `--chunk` steps until `--budget` seconds have passed, and after each chunk runs
+`i2vgen.shapes_eval.text_use` on the EMA weights over the first 24 one-shape held-out clips: the share of clips whose
+true caption gives the lowest v-loss among the four direction words (chance 25 %), and the mean loss gap. Writes
+NAME.json (one row per chunk) into `-o`. The cosine schedule is set for `--total` steps, so chunks of one run follow
+one schedule.
+
+Knobs (all default to the shipped recipe): `--batch`, `--lr`; `--frames`: clip length at training time (the clips are
+rendered with that many frames over the same motion); `--hi-t K`: t = 1000 (1 - u^K), u ~ U(0, 1), skews training
+towards high noise, where only the text tells the motion (K = 1: uniform, the recipe); `--travel`: distance a shape
+moves over a clip (fraction of the frame; the task's is 0.2) for training and probing; `--p-two`: share of
+two-shape training clips (task: 0.5).
+
+docs/tiny-shapes.md quotes these runs (9 configurations, H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from i2vgen import shapes
+from i2vgen.diffusion import v_loss
+from i2vgen.pipelines.base import I2VGenPipeline
+from i2vgen.pipelines.common import local_model_path
+from i2vgen.shapes_eval import TEXT_USE_TIMESTEPS, text_use
+from i2vgen.train import trainer
+from i2vgen.train.data import SampleDataset
+from i2vgen.train.recipe import recipe, stage_config
+
+
+def skewed_base_loss(k: float):
+    """`trainer.base_loss` with t = floor(1000 (1 - u^k)) instead of t ~ U{0, ..., 999}."""
+
+    def loss_fn(model, frozen, batch, null_text, schedule, cfg, gen, device, cache):
+        with torch.no_grad():
+            z0, image = trainer.encode_clips(frozen, batch, gen if cfg.model.sample_posterior else None, device,
+                                             cache)  # (B, 4, F, h, w), (B, D)
+            text = trainer.encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
+            text, image = trainer.drop_conditions(text, image, null_text, cfg.loss, gen)
+        first, fps = z0[:, :, 0], batch["fps"].to(device)
+        u = torch.rand(z0.shape[0], generator=gen)
+        t = (1000 * (1 - u ** k)).long().clamp(0, 999)  # (B,)
+
+        def net(x_t, t_):
+            return model(x_t, t_, encoder_hidden_states=text, image_embeds=image, first_frame_latent=first, fps=fps)
+
+        return v_loss(net, z0, schedule, generator=gen, offset_noise=cfg.loss.offset_noise, t=t)[0]
+
+    return loss_fn
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name")
+    p.add_argument("--budget", type=float, default=470.0, help="seconds of training (checked between chunks)")
+    p.add_argument("--chunk", type=int, default=500)
+    p.add_argument("--total", type=int, default=6000, help="steps of the cosine schedule")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--hi-t", type=float, default=1.0)
+    p.add_argument("--travel", type=float, default=None)
+    p.add_argument("--p-two", type=float, default=0.5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("-o", "--output", default="runs/text-learning")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.travel is not None:
+        shapes._TRAVEL = args.travel  # the task's travel, for training and probe clips alike
+    if args.hi_t != 1.0:
+        trainer.base_loss = skewed_base_loss(args.hi_t)
+    components = local_model_path("tiny-shapes")
+    cfg = recipe("tiny-shapes")
+    cfg.num_frames, cfg.base.batch, cfg.base.lr = args.frames, args.batch, args.lr
+    out_dir, run_dir = Path(args.output), Path(args.output) / "runs" / args.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = SampleDataset(shapes.ShapesDataset("train", cfg.train_clips, size=cfg.base_size,
+                                                 num_frames=args.frames, p_two_shapes=args.p_two))
+    probe_clips = [c for c in (shapes.make_clip(s, size=cfg.base_size) for s in shapes.split_seeds("heldout", 60))
+                   if len(c.shapes) == 1][:24]
+    log = {"name": args.name, "args": vars(args), "probes": []}
+    t0, step = time.perf_counter(), 0
+    while step < args.total and time.perf_counter() - t0 < args.budget:
+        step = min(args.total, step + args.chunk)
+        tcfg = stage_config(cfg, "base", components, run_dir).replace(**{
+            "device": args.device, "max_steps": step, "optim.decay_steps": args.total, "log.every": 100,
+            "checkpoint.every": 0, "checkpoint.keep_last": 1, "log.tensorboard": False})
+        result = trainer.train(tcfg, resume=run_dir if run_dir.exists() else None, dataset=dataset)
+        base = I2VGenPipeline.from_pretrained(components, device=args.device)
+        base.unet = result.ema.eval()
+        rows = [text_use(base, clip, seed=i) for i, clip in enumerate(probe_clips)]
+        entry = {"step": step, "seconds": round(time.perf_counter() - t0), "clips_seen": step * args.batch,
+                 "loss": float(np.mean(result.losses[-50:]))}
+        for t in TEXT_USE_TIMESTEPS:
+            entry[f"acc_{t}"] = float(np.mean([r[f"text_use_ok_{t}"] for r in rows]))
+            entry[f"gap_{t}"] = float(np.mean([r[f"text_gap_{t}"] for r in rows]))
+        log["probes"].append(entry)
+        print(json.dumps(entry), flush=True)
+        (out_dir / f"{args.name}.json").write_text(json.dumps(log, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
