@@ -261,9 +261,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                       for t in TEXT_USE_TIMESTEPS]
             probe_n = s["text_use_n"]
             x0_errs = (f"x0 prediction at t = {max(TEXT_USE_TIMESTEPS)}, squared distance (second half of the clip) to "
-                       f"the true clip {_fmt(s['x0_err_true'], '.4f')}, to frame 0 held still "
-                       f"{_fmt(s['x0_err_static'], '.4f')}, to the mean of the four directions "
-                       f"{_fmt(s['x0_err_mean'], '.4f')}")
+                       f"the true clip {_fmt(s.get('x0_err_true'), '.4f')}, to frame 0 held still "
+                       f"{_fmt(s.get('x0_err_static'), '.4f')}, to the mean of the four directions "
+                       f"{_fmt(s.get('x0_err_mean'), '.4f')}")
             continue
         acc = "–" if s["direction_accuracy"] is None else f"{100 * s['direction_accuracy']:.0f} %"
         lines.append(f"| {name} | {acc} | {_fmt(s['first_frame_psnr'], '.2f')} | {_fmt(s['first_frame_ssim'], '.3f')} "
