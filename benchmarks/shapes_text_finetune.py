@@ -59,6 +59,7 @@ def main() -> int:
     batches = iter(make_dataloader(SampleDataset(ShapesDataset("train", 200_000, size=32, num_frames=16)), 2,
                                    seed=123))
     gen = torch.Generator().manual_seed(1)
+    loss_cfg = LossConfig(t_skew=args.hi_t)
     probe_clips = [c for c in (make_clip(s, size=32) for s in split_seeds("heldout", 60)) if len(c.shapes) == 1][:24]
     ema_unet = copy.deepcopy(unet).eval().requires_grad_(False)
     ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
@@ -81,8 +82,8 @@ def main() -> int:
             z0, image = trainer.encode_clips(frozen, batch, gen, dev, None)  # (2, 4, F, h, w), (2, D)
         text = text_encoder.encode(batch["captions"])  # (2, 77, D), with gradients when trainable
         null_text = text_encoder.encode([DEFAULT_NEGATIVE_PROMPT])  # (1, 77, D)
-        text, image = trainer.drop_conditions(text, image, null_text, LossConfig(), gen)
-        t = (1000 * (1 - torch.rand(2, generator=gen) ** args.hi_t)).long().clamp(0, 999)  # (2,)
+        text, image = trainer.drop_conditions(text, image, null_text, loss_cfg, gen)
+        t = trainer.sample_timesteps(2, loss_cfg, gen)  # (2,)
         fps = batch["fps"].to(dev)
 
         def net(x_t, t_, text=text, image=image, first=z0[:, :, 0], fps=fps):  # this step's conditions

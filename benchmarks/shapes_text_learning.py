@@ -11,10 +11,10 @@ NAME.json (one row per chunk) into `-o`. The cosine schedule is set for `--total
 one schedule.
 
 Knobs (all default to the shipped recipe): `--batch`, `--lr`; `--frames`: clip length at training time (the clips are
-rendered with that many frames over the same motion); `--hi-t K`: t = 1000 (1 - u^K), u ~ U(0, 1), skews training
-towards high noise, where only the text tells the motion (K = 1: uniform, the recipe); `--travel`: distance a shape
-moves over a clip (fraction of the frame; the task's is 0.2) for training and probing; `--p-two`: share of
-two-shape training clips (task: 0.5).
+rendered with that many frames over the same motion); `--hi-t K`: the trainer's `loss.t_skew`, t = 1000 (1 - u^K)
+for u ~ U(0, 1), skews training towards high noise, where only the text tells the motion (K = 1: uniform, the
+recipe); `--travel`: distance a shape moves over a clip (fraction of the frame; the task's is 0.2) for training and
+probing; `--p-two`: share of two-shape training clips (task: 0.5).
 
 docs/tiny-shapes.md quotes these runs (9 configurations, H100).
 """
@@ -31,34 +31,12 @@ import numpy as np
 import torch
 
 from i2vgen import shapes
-from i2vgen.diffusion import v_loss
 from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.pipelines.common import local_model_path
 from i2vgen.shapes_eval import TEXT_USE_TIMESTEPS, text_use
 from i2vgen.train import trainer
 from i2vgen.train.data import SampleDataset
 from i2vgen.train.recipe import recipe, stage_config
-
-
-def skewed_base_loss(k: float):
-    """`trainer.base_loss` with t = floor(1000 (1 - u^k)) instead of t ~ U{0, ..., 999}."""
-
-    def loss_fn(model, frozen, batch, null_text, schedule, cfg, gen, device, cache):
-        with torch.no_grad():
-            z0, image = trainer.encode_clips(frozen, batch, gen if cfg.model.sample_posterior else None, device,
-                                             cache)  # (B, 4, F, h, w), (B, D)
-            text = trainer.encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
-            text, image = trainer.drop_conditions(text, image, null_text, cfg.loss, gen)
-        first, fps = z0[:, :, 0], batch["fps"].to(device)
-        u = torch.rand(z0.shape[0], generator=gen)
-        t = (1000 * (1 - u ** k)).long().clamp(0, 999)  # (B,)
-
-        def net(x_t, t_):
-            return model(x_t, t_, encoder_hidden_states=text, image_embeds=image, first_frame_latent=first, fps=fps)
-
-        return v_loss(net, z0, schedule, generator=gen, offset_noise=cfg.loss.offset_noise, t=t)[0]
-
-    return loss_fn
 
 
 def main() -> int:
@@ -80,8 +58,6 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.travel is not None:
         shapes._TRAVEL = args.travel  # the task's travel, for training and probe clips alike
-    if args.hi_t != 1.0:
-        trainer.base_loss = skewed_base_loss(args.hi_t)
     components = local_model_path("tiny-shapes")
     cfg = recipe("tiny-shapes")
     cfg.num_frames, cfg.base.batch, cfg.base.lr = args.frames, args.batch, args.lr
@@ -97,7 +73,7 @@ def main() -> int:
         step = min(args.total, step + args.chunk)
         tcfg = stage_config(cfg, "base", components, run_dir).replace(**{
             "device": args.device, "max_steps": step, "optim.decay_steps": args.total, "log.every": 100,
-            "checkpoint.every": 0, "checkpoint.keep_last": 1, "log.tensorboard": False})
+            "checkpoint.every": 0, "checkpoint.keep_last": 1, "log.tensorboard": False, "loss.t_skew": args.hi_t})
         result = trainer.train(tcfg, resume=run_dir if run_dir.exists() else None, dataset=dataset)
         base = I2VGenPipeline.from_pretrained(components, device=args.device)
         base.unet = result.ema.eval()

@@ -361,3 +361,16 @@ def test_training_on_a_ready_made_sample_dataset_the_shapes_task(tmp_path_factor
     assert (tmp_path / "run" / "checkpoints" / "step-00000002" / "unet").is_dir()
     rows = read_metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == ["1", "2"] and all(r["skipped"] == "0" for r in rows)
+
+
+def test_timestep_skew_keeps_uniform_draws_and_moves_mass_to_high_noise():
+    from i2vgen.train.config import LossConfig
+    from i2vgen.train.trainer import sample_timesteps
+
+    uniform = sample_timesteps(4000, LossConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0)))
+    skewed = sample_timesteps(4000, LossConfig(t_skew=2.0, t_max=600), torch.Generator().manual_seed(0))
+    assert 0 <= skewed.min() and skewed.max() <= 599
+    assert abs(skewed.float().mean().item() - 400) < 15  # E[600 (1 - u^2)] = 400, against 299.5 uniform
+    with pytest.raises(InputError, match="t_skew"):
+        LossConfig(t_skew=0)

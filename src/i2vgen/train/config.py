@@ -113,6 +113,8 @@ class LossConfig:
 
     offset_noise: float = 0.1
     t_max: int = 1000  # t ~ U{0, ..., t_max - 1}; 600 for the refiner (SDEdit from t = 599 at inference)
+    # 1: uniform t (the reference); k > 1: t = floor(t_max (1 - u^k)), u ~ U(0, 1), more samples at high noise
+    t_skew: float = 1.0
     # Condition dropout for classifier-free guidance, three mutually exclusive events per sample (docs/training.md):
     # both text and CLIP image dropped (the unconditional branch used at inference), text only, image only. The
     # refiner has no image: it drops its text with probability drop_all + drop_text. The first-frame latent and fps
@@ -135,6 +137,8 @@ class LossConfig:
             raise InputError(f"loss.drop_all + drop_text + drop_image must be <= 1, got {total:g}")
         if not 1 <= self.t_max <= 1000:
             raise InputError(f"loss.t_max must be in [1, 1000], got {self.t_max}")
+        if not self.t_skew > 0:
+            raise InputError(f"loss.t_skew must be > 0, got {self.t_skew}")
         if self.offset_noise < 0:
             raise InputError(f"loss.offset_noise must be >= 0, got {self.offset_noise}")
         if self.degraded_min_t < 0:

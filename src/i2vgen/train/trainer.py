@@ -234,7 +234,7 @@ def base_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_text
         text, image = drop_conditions(text, image, null_text, cfg.loss, gen)
     first = z0[:, :, 0]  # (B, 4, h, w): the conditioning image is the clip's first frame, kept in every branch
     fps = batch["fps"].to(device)  # (B,)
-    t = torch.randint(0, cfg.loss.t_max, (z0.shape[0],), generator=gen)  # t ~ U{0, ..., t_max - 1}
+    t = sample_timesteps(z0.shape[0], cfg.loss, gen)  # (B,)
 
     def net(x_t: Tensor, t: Tensor) -> Tensor:
         return model(x_t, t, encoder_hidden_states=text, image_embeds=image, first_frame_latent=first, fps=fps)
@@ -259,7 +259,7 @@ def refine_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_te
         text = encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
         text, _ = drop_conditions(text, None, null_text, loss_cfg, gen)
     b = z0.shape[0]
-    t = torch.randint(0, loss_cfg.t_max, (b,), generator=gen)  # (B,) t ~ U{0, ..., t_max - 1}
+    t = sample_timesteps(b, loss_cfg, gen)  # (B,)
     use_low = (torch.rand(b, generator=gen) < loss_cfg.degraded_prob) & (t >= loss_cfg.degraded_min_t)
     z_src = torch.where(use_low.to(device)[:, None, None, None, None], z_low, z0)
     eps = offset_noise_like(z0, loss_cfg.offset_noise, gen)  # (B, 4, F, h, w)
@@ -268,6 +268,15 @@ def refine_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_te
     target = paired_v_target(z0, z_src, eps, a)
     pred = model(x_t, t.to(device, torch.float32), encoder_hidden_states=text)
     return (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1).mean()
+
+
+def sample_timesteps(b: int, cfg: LossConfig, gen: torch.Generator) -> Tensor:
+    """(B,) training timesteps in {0, ..., t_max - 1}: uniform (`t_skew` 1, the reference), else
+    floor(t_max (1 - u^t_skew)) with u ~ U(0, 1), which puts more samples at high noise for t_skew > 1."""
+    if cfg.t_skew == 1:
+        return torch.randint(0, cfg.t_max, (b,), generator=gen)
+    u = torch.rand(b, generator=gen)
+    return (cfg.t_max * (1 - u ** cfg.t_skew)).long().clamp(0, cfg.t_max - 1)
 
 
 def paired_v_target(z0: Tensor, z_src: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
