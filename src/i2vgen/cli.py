@@ -148,14 +148,15 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
     """Fill the size, frame, fps, guidance and strength flags left unset: from the model folder's suggestions
     (`_i2vgen_defaults`, the tiny models), else the reference's (16 frames at 1280x704, or 640x352 refined to
     1280x720; fps 16; guidance 9.0; strength 0.6)."""
-    from i2vgen.pipelines.common import model_defaults
+    from i2vgen.pipelines.common import REFERENCE_GUIDANCE, REFERENCE_STRENGTH, model_defaults
 
     d = model_defaults(args.model)
     base_w, base_h = (640, 352) if args.refine and "width" not in d else (1280, 704)
     for name, key, fallback in (("frames", "num_frames", 16), ("width", "width", base_w),
                                 ("height", "height", base_h), ("fps", "target_fps", 16),
-                                ("guidance", "guidance_scale", 9.0), ("refine_width", "refine_width", 1280),
-                                ("refine_height", "refine_height", 720), ("strength", "refine_strength", 0.6),
+                                ("guidance", "guidance_scale", REFERENCE_GUIDANCE),
+                                ("refine_width", "refine_width", 1280), ("refine_height", "refine_height", 720),
+                                ("strength", "refine_strength", REFERENCE_STRENGTH),
                                 ("refiner_model", "refiner", None)):
         if getattr(args, name, None) is None:
             setattr(args, name, d.get(key, fallback))
@@ -326,14 +327,14 @@ def _apply_loras(unet, loras: list[tuple[str, float]]) -> None:  # noqa: ANN001
 
 def run_refine(args: argparse.Namespace) -> int:
     from i2vgen.io import output_kind
-    from i2vgen.pipelines.common import model_defaults
+    from i2vgen.pipelines.common import REFERENCE_STRENGTH, model_defaults
     from i2vgen.pipelines.refine import check_refine_args, load_video
 
     output_kind(args.output)  # an unknown extension fails before any work
     d = model_defaults(args.model)
     args.width = d.get("width", 1280) if args.width is None else args.width
     args.height = d.get("height", 720) if args.height is None else args.height
-    args.strength = d.get("strength", 0.6) if args.strength is None else args.strength
+    args.strength = d.get("strength", REFERENCE_STRENGTH) if args.strength is None else args.strength
     window = args.window or None
     if args.window < 0:
         raise InputError(f"--window must be >= 0, got {args.window}")

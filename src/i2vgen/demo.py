@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from i2vgen.io import write_sidecar_json, write_video
-from i2vgen.pipelines.common import ASSETS, BUILTIN_MODELS, model_defaults
+from i2vgen.pipelines.common import (
+    ASSETS,
+    BUILTIN_MODELS,
+    REFERENCE_GUIDANCE,
+    REFERENCE_STRENGTH,
+    model_defaults,
+)
 
 PROMPT = "a red circle moves right"
 SAMPLE_IMAGE = ASSETS / "samples" / "red-circle.png"
@@ -55,7 +61,7 @@ def run(out_dir: Path, seed: int = 0) -> int:
 
             # the folder's suggestions, chosen on held-out clips (docs/tiny-shapes.md): guidance 2.0, strength 0.3
             d = model_defaults("tiny-shapes")
-            guidance, strength = d.get("guidance_scale", 9.0), d.get("refine_strength", 0.6)
+            guidance, strength = d.get("guidance_scale", REFERENCE_GUIDANCE), d.get("refine_strength", REFERENCE_STRENGTH)
             pipe = I2VGenCascadePipeline.from_pretrained("tiny-shapes", "tiny-shapes-refiner")
             frames = pipe(sample_image(), PROMPT, num_frames=16, width=32, height=32, refine_width=64,
                           refine_height=64, strength=strength, generator=generator,

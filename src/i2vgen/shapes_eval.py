@@ -212,7 +212,7 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     import torch
 
     from i2vgen.pipelines.base import I2VGenPipeline
-    from i2vgen.pipelines.common import model_defaults
+    from i2vgen.pipelines.common import REFERENCE_GUIDANCE, REFERENCE_STRENGTH, model_defaults
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
     from i2vgen.shapes import make_clip, split_seeds
 
@@ -222,8 +222,8 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     d = model_defaults(model)
     size, size_hr, frames = d.get("width", 32), d.get("refine_width", 64), d.get("num_frames", 16)
-    guidance = d.get("guidance_scale", 9.0) if guidance is None else guidance
-    strength = d.get("refine_strength", 0.6) if strength is None else strength
+    guidance = d.get("guidance_scale", REFERENCE_GUIDANCE) if guidance is None else guidance
+    strength = d.get("refine_strength", REFERENCE_STRENGTH) if strength is None else strength
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v in ("refine-gt", "ground-truth") or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None

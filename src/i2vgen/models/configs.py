@@ -141,7 +141,8 @@ UNET_PRESETS: dict[str, UNetConfig] = {
     "tiny-refiner": UNetConfig(block_out_channels=(16, 32), attention_levels=(True, False), layers_per_block=1,
                                norm_num_groups=4, cross_attention_dim=16, attention_head_dim=8,
                                image_conditioning=False, refiner_resampling=True, concat_scale=1.0),
-    # The shipped tiny cascade (`i2vgen train-recipe tiny-shapes`): base at 16x16 latents (32 px, downscale-2 VAE), refiner at 16x16 (64 px, downscale 4).
+    # The shipped tiny cascade (`i2vgen train-recipe tiny-shapes`): base at 16x16 latents (32 px, downscale-2 VAE),
+    # refiner at 16x16 (64 px, downscale 4).
     "tiny-shapes": UNetConfig(block_out_channels=(32, 64), attention_levels=(True, True), layers_per_block=1,
                               norm_num_groups=8, cross_attention_dim=32, attention_head_dim=16),
     "tiny-shapes-refiner": UNetConfig(block_out_channels=(32, 64), attention_levels=(True, False),

@@ -30,6 +30,7 @@ from i2vgen.models.loading import load_unet, read_json_object
 from i2vgen.models.unet import I2VGenUNet, UNetCondition
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
+    REFERENCE_GUIDANCE,
     OutputType,
     StagePipeline,
     check_generation_args,
@@ -133,7 +134,7 @@ class I2VGenPipeline(StagePipeline):
         width: int = 1280,
         target_fps: int = 16,
         num_inference_steps: int = 50,
-        guidance_scale: float = 9.0,
+        guidance_scale: float = REFERENCE_GUIDANCE,
         guidance_rescale: float = 0.0,
         sampler: str = "ddim",
         eta: float = 0.0,

@@ -52,6 +52,12 @@ def resolve_model_path(path_or_id: str | os.PathLike, *, components: list[str] |
         raise CheckpointError(f"cannot download {s} from the Hugging Face Hub: {msg}") from None
 
 
+# The reference's base guidance and refiner strength (t = 599): the pipelines' defaults, and the fallbacks where a
+# model folder suggests none (`model_defaults`: guidance_scale, refine_strength / strength).
+REFERENCE_GUIDANCE = 9.0
+REFERENCE_STRENGTH = 0.6
+
+
 def local_model_path(path_or_id: str | os.PathLike) -> Path:
     """A built-in model name's folder, else the path as given (no check, no download)."""
     s = os.fspath(path_or_id)

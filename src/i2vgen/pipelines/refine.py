@@ -70,6 +70,7 @@ from i2vgen.models.refiner import I2VGenRefinerUNet, check_refiner_size
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OUTPUT_TYPES,
+    REFERENCE_STRENGTH,
     OutputType,
     StagePipeline,
     check_model_folder,
@@ -378,7 +379,7 @@ class I2VGenRefinePipeline(StagePipeline):
         positive_suffix: str = POSITIVE_SUFFIX,
         width: int = 1280,
         height: int = 720,
-        strength: float = 0.6,
+        strength: float = REFERENCE_STRENGTH,
         num_inference_steps: int | None = None,
         sampler: str = "dpmpp-2m-sde",
         guidance_scale: float = 7.5,
