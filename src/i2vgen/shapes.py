@@ -18,6 +18,7 @@ a triangle it lies below the centre of its bounding box, the position `Shape.sta
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -179,6 +180,62 @@ def make_clip(
     shapes = tuple(_sample_shape(rng, colour, box, num_shapes, p_scale) for colour, box in zip(colours, boxes))
     frames, centroids, radii = render(shapes, background, size=size, num_frames=num_frames, gradient=gradient)
     return ShapesClip(seed, frames, caption(shapes), shapes, background, centroids, radii, gradient)
+
+
+PLACE_MARGIN = 0.1  # a shape this far (fraction of the side) from the centre along an axis gets that axis's word
+
+
+def place_caption(clip: ShapesClip, frame: int) -> str:
+    """Frame `frame` of `clip` described by colour, shape, place and background, with the direction words for the
+    place: 'a red circle is up left on a beige background' (a shape within `PLACE_MARGIN` of the centre along an
+    axis gets no word for it: 'a blue square is right', 'a green triangle is on a grey background'). The captions of
+    the text-to-image stage of the tiny recipe: they teach the spatial layers to read colour, shape and the words
+    left / right / up / down before the video stage needs them for motion."""
+    size = clip.frames.shape[1]
+    clauses = []
+    for k, shape in enumerate(clip.shapes):
+        x, y = (clip.centroids[k, frame] + 0.5) / size - 0.5  # offset from the centre, fraction of the side
+        words = ["up" if y < -PLACE_MARGIN else "down" if y > PLACE_MARGIN else "",
+                 "left" if x < -PLACE_MARGIN else "right" if x > PLACE_MARGIN else ""]
+        place = " ".join(w for w in words if w)
+        article = "an" if shape.colour[0] in "aeiou" else "a"
+        clauses.append(f"{article} {shape.colour} {shape.kind}" + (f" is {place}" if place else ""))
+    return " and ".join(clauses) + f" on a {clip.background} background"
+
+
+class ShapesFramesDataset(torch.utils.data.Dataset):
+    """Single frames of the train clips with `place_caption` captions, in the training data layout (frames
+    (3, 1, H, W)): item i is frame `i % num_frames` of clip `seeds[i // num_frames]`, so every frame of a clip is an
+    item of its own."""
+
+    def __init__(self, split: str = "train", length: int = 10_000, *, size: int = 32, num_frames: int = 16,
+                 **clip_kwargs: Any) -> None:
+        self.seeds = split_seeds(split, length)
+        self.size, self.num_frames, self.clip_kwargs = size, num_frames, clip_kwargs
+
+    def __len__(self) -> int:
+        return len(self.seeds) * self.num_frames
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip = make_clip(self.seeds[index // self.num_frames], size=self.size, num_frames=self.num_frames,
+                         **self.clip_kwargs)
+        k = index % self.num_frames
+        one = dataclasses.replace(clip, frames=clip.frames[k:k + 1], centroids=clip.centroids[:, k:k + 1],
+                                  radii=clip.radii[:, k:k + 1])
+        return {**to_sample(one), "caption": place_caption(clip, k)}
+
+
+def direction_pair(*, size: int = 32, num_frames: int = 16, directions: tuple[str, str] = ("left", "right"),
+                   background: str = "grey") -> list[ShapesClip]:
+    """Two clips that differ only in the direction: one red circle starting in the middle ("a red circle moves
+    left" / "... right" by default). The same first frame, so only the caption tells them apart: the two-clip check
+    of the text pathway (`i2vgen.train.text_probe.two_clip_check`)."""
+    clips = []
+    for i, d in enumerate(directions):
+        shape = Shape("circle", "red", d, "", (0.5, 0.5), 0.12, _TRAVEL)
+        frames, centroids, radii = render([shape], background, size=size, num_frames=num_frames)
+        clips.append(ShapesClip(-1 - i, frames, caption([shape]), (shape,), background, centroids, radii))
+    return clips
 
 
 def _sample_shape(

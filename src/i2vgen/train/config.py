@@ -107,14 +107,26 @@ class EMAConfig:
             raise InputError(f"ema.decay must be in [0, 1), got {self.decay}")
 
 
+T_DISTRIBUTIONS = ("uniform", "power", "logit-normal")
+
+
 @dataclass
 class LossConfig:
     """v-prediction MSE (spec §3), timesteps, offset noise, condition dropout and the refiner's degraded inputs."""
 
     offset_noise: float = 0.1
-    t_max: int = 1000  # t ~ U{0, ..., t_max - 1}; 600 for the refiner (SDEdit from t = 599 at inference)
-    # 1: uniform t (the reference); k > 1: t = floor(t_max (1 - u^k)), u ~ U(0, 1), more samples at high noise
+    t_max: int = 1000  # t in {0, ..., t_max - 1}; 600 for the refiner (SDEdit from t = 599 at inference)
+    # Timestep distribution (docs/training.md, "Timesteps"): "uniform" (the reference), "power" (t = floor(t_max
+    # (1 - u^t_skew)), u ~ U(0, 1): more samples at high noise for t_skew > 1) or "logit-normal" (t = t_max
+    # sigmoid(n), n ~ N(t_logit_mean, t_logit_std^2)). A t_skew other than 1 with "uniform" means "power".
+    t_dist: str = "uniform"
     t_skew: float = 1.0
+    t_logit_mean: float = 0.0
+    t_logit_std: float = 1.0
+    # Mixture: this share of the samples is drawn uniformly from {t_top_min, ..., t_max - 1} instead, where only
+    # the conditions (the text) can tell what the clip does; 0 turns it off.
+    t_top_share: float = 0.0
+    t_top_min: int = 950
     # Condition dropout for classifier-free guidance, three mutually exclusive events per sample (docs/training.md):
     # both text and CLIP image dropped (the unconditional branch used at inference), text only, image only. The
     # refiner has no image: it drops its text with probability drop_all + drop_text. The first-frame latent and fps
@@ -122,13 +134,17 @@ class LossConfig:
     drop_all: float = 0.1
     drop_text: float = 0.05
     drop_image: float = 0.05
+    # Independently of those: zero every image condition of a sample (first-frame latent and CLIP image embedding)
+    # with this probability, so that the text alone must carry the content. 1.0 trains a text-to-image model on
+    # one-frame clips (the tiny recipe's text-reading spatial initialisation, docs/tiny-shapes.md); 0 in the reference.
+    drop_first_frame: float = 0.0
     # Refiner: for t >= degraded_min_t, x_t is made from the degraded clip's latent with this probability, and the
     # target is the v that leads to the clean latent (docs/training.md, "Refinement stage").
     degraded_prob: float = 0.5
     degraded_min_t: int = 300
 
     def __post_init__(self) -> None:
-        for name in ("drop_all", "drop_text", "drop_image", "degraded_prob"):
+        for name in ("drop_all", "drop_text", "drop_image", "drop_first_frame", "degraded_prob"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise InputError(f"loss.{name} must be in [0, 1], got {v}")
@@ -139,6 +155,16 @@ class LossConfig:
             raise InputError(f"loss.t_max must be in [1, 1000], got {self.t_max}")
         if not self.t_skew > 0:
             raise InputError(f"loss.t_skew must be > 0, got {self.t_skew}")
+        if self.t_dist == "uniform" and self.t_skew != 1:
+            self.t_dist = "power"  # configs written before t_dist existed
+        if self.t_dist not in T_DISTRIBUTIONS:
+            raise InputError(f"loss.t_dist must be one of {', '.join(T_DISTRIBUTIONS)}, got {self.t_dist!r}")
+        if not self.t_logit_std > 0:
+            raise InputError(f"loss.t_logit_std must be > 0, got {self.t_logit_std}")
+        if not 0 <= self.t_top_share <= 1:
+            raise InputError(f"loss.t_top_share must be in [0, 1], got {self.t_top_share}")
+        if self.t_top_share > 0 and not 0 <= self.t_top_min < self.t_max:
+            raise InputError(f"loss.t_top_min must be in [0, t_max), got {self.t_top_min}")
         if self.offset_noise < 0:
             raise InputError(f"loss.offset_noise must be >= 0, got {self.offset_noise}")
         if self.degraded_min_t < 0:
@@ -195,11 +221,25 @@ class LogConfig:
     # Per-rank record of the data each rank consumed and the final parameter checksum (ranks/rank<r>.jsonl), to
     # check sharding and replica agreement.
     rank_files: bool = False
+    # Text-use probe (i2vgen.train.text_probe): every `text_probe_every` steps (0: off), the v-loss of the dataset's
+    # last `text_probe_samples` entries with distinct captions, with their own and with another entry's caption, at
+    # `text_probe_t` (capped at loss.t_max - 1), same noise; text_probe.csv, TensorBoard text/*, and a warning
+    # while the gap stays below `text_probe_warn` of the loss at every probed t.
+    text_probe_every: int = 250
+    text_probe_samples: int = 4
+    text_probe_t: tuple[int, ...] = (999, 900)
+    text_probe_warn: float = 0.01
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.sample_every < 0 or self.sample_steps < 1:
             raise InputError(f"log.every and log.sample_steps must be >= 1 and log.sample_every >= 0, got "
                              f"{self.every}, {self.sample_steps}, {self.sample_every}")
+        self.text_probe_t = tuple(int(t) for t in self.text_probe_t)
+        if self.text_probe_every < 0 or self.text_probe_samples < 2 or not self.text_probe_t or \
+                any(not 0 <= t <= 999 for t in self.text_probe_t):
+            raise InputError(f"log.text_probe_every must be >= 0, text_probe_samples >= 2 and text_probe_t timesteps "
+                             f"in [0, 999], got {self.text_probe_every}, {self.text_probe_samples}, "
+                             f"{list(self.text_probe_t)}")
 
 
 @dataclass

@@ -172,6 +172,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None,
         else None
     schedule = base_alphas_cumprod() if cfg.stage == "base" else refiner_alphas_cumprod()
     log = RunLog(out, cfg, procs, step, counters)
+    probe = TextProbeRunner.build(cfg, dataset, frozen, null_text, device, out, step) \
+        if cfg.log.text_probe_every and (procs.is_main or cfg.parallel == "fsdp") else None
 
     # ---- 7. the loop: one optimizer step per iteration, over grad_accum micro-batches
     losses: list[float] = []
@@ -210,6 +212,8 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None,
         log.step(step, step_loss, grad_norm, skipped, lrs, time.perf_counter() - t0, position)
         if sample_src is not None and step % cfg.log.sample_every == 0:
             write_sample(cfg, step, ema if ema is not None else unet, frozen, sample_src, procs)
+        if probe is not None and step % cfg.log.text_probe_every == 0:
+            probe.run(step, unet, schedule, log.tb if procs.is_main else None, procs.is_main)
         final = step == cfg.max_steps
         if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or (final and cfg.checkpoint.save_final):
             counters["elapsed"] = log.elapsed()
@@ -233,6 +237,10 @@ def base_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_text
         text = encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
         text, image = drop_conditions(text, image, null_text, cfg.loss, gen)
     first = z0[:, :, 0]  # (B, 4, h, w): the conditioning image is the clip's first frame, kept in every branch
+    if cfg.loss.drop_first_frame > 0:  # ... unless every image condition of a sample is dropped (text-only samples)
+        keep = (torch.rand(first.shape[0], generator=gen) >= cfg.loss.drop_first_frame).to(device)  # (B,)
+        first = first * keep[:, None, None, None]
+        image = image * keep[:, None]
     fps = batch["fps"].to(device)  # (B,)
     t = sample_timesteps(z0.shape[0], cfg.loss, gen)  # (B,)
 
@@ -271,12 +279,23 @@ def refine_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_te
 
 
 def sample_timesteps(b: int, cfg: LossConfig, gen: torch.Generator) -> Tensor:
-    """(B,) training timesteps in {0, ..., t_max - 1}: uniform (`t_skew` 1, the reference), else
-    floor(t_max (1 - u^t_skew)) with u ~ U(0, 1), which puts more samples at high noise for t_skew > 1."""
-    if cfg.t_skew == 1:
-        return torch.randint(0, cfg.t_max, (b,), generator=gen)
-    u = torch.rand(b, generator=gen)
-    return (cfg.t_max * (1 - u ** cfg.t_skew)).long().clamp(0, cfg.t_max - 1)
+    """(B,) training timesteps in {0, ..., t_max - 1} from `cfg.t_dist`: uniform (the reference; the same draws as
+    `torch.randint`), power (floor(t_max (1 - u^t_skew)), u ~ U(0, 1)) or logit-normal (floor(t_max sigmoid(n)),
+    n ~ N(t_logit_mean, t_logit_std^2)); then, with `t_top_share` > 0, each sample is replaced with that probability
+    by a uniform draw from {t_top_min, ..., t_max - 1}."""
+    if cfg.t_dist == "uniform":
+        t = torch.randint(0, cfg.t_max, (b,), generator=gen)
+    elif cfg.t_dist == "power":
+        u = torch.rand(b, generator=gen)
+        t = (cfg.t_max * (1 - u ** cfg.t_skew)).long()
+    else:  # logit-normal
+        n = cfg.t_logit_mean + cfg.t_logit_std * torch.randn(b, generator=gen)
+        t = (cfg.t_max * torch.sigmoid(n)).long()
+    t = t.clamp(0, cfg.t_max - 1)
+    if cfg.t_top_share > 0:
+        top = torch.rand(b, generator=gen) < cfg.t_top_share
+        t = torch.where(top, torch.randint(cfg.t_top_min, cfg.t_max, (b,), generator=gen), t)
+    return t
 
 
 def paired_v_target(z0: Tensor, z_src: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -811,6 +830,92 @@ def write_sample(cfg: TrainConfig, step: int, net: UNet3D, frozen: Frozen, src: 
     path = Path(cfg.output_dir) / "samples" / f"step-{step:08d}.mp4"
     write_video(frames, path, fps=d.target_fps, metadata={"step": step, "prompt": src["prompt"], "stage": cfg.stage})
     return path
+
+
+# =============================================================================================== text-use probe
+class TextProbeRunner:
+    """The trainer's text-use probe (`i2vgen.train.text_probe`) on the dataset's last `log.text_probe_samples`
+    entries with distinct captions: posterior-mean latents and conditions computed once; each run appends to text_probe.csv, writes
+    TensorBoard scalars text/gap_<t> and text/rel_gap_<t>, prints one line, and a warning while the relative gap
+    stays below `log.text_probe_warn` at every probed t. It draws its noise from its own generator and leaves the
+    training random state alone, so runs with and without it train identically."""
+
+    def __init__(self, cfg: TrainConfig, batch: dict[str, Tensor], order: list[int], out: Path,
+                 timesteps: tuple[int, ...]) -> None:
+        self.cfg, self.batch, self.order, self.timesteps = cfg, batch, order, timesteps
+        self.path = out / "text_probe.csv"
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, dataset: Any, frozen: Frozen, null_text: Tensor, device: torch.device,
+              out: Path, step: int) -> TextProbeRunner | None:
+        from i2vgen.train.text_probe import shuffled_order
+
+        # the last entries with distinct captions (looking back at most 32 per sample wanted)
+        n, want = len(dataset), cfg.log.text_probe_samples
+        items: list[dict[str, Any]] = []
+        for i in range(n - 1, max(n - 32 * want, 0) - 1, -1):
+            it = dataset[i]
+            if not it.get("is_image", False) and all(it["caption"] != other["caption"] for other in items):
+                items.append(it)
+            if len(items) == want:
+                break
+        items.reverse()
+        captions = [it["caption"] for it in items]
+        order = shuffled_order(captions) if len(items) >= 2 else None
+        if order is None:
+            print("text-use probe off: it needs two entries with different captions near the end of the data",
+                  flush=True)
+            return None
+        with torch.no_grad():
+            frames = torch.stack([it["frames"] for it in items])  # (K, 3, F, H, W)
+            mean, _ = posterior(frozen.vae, frames.to(device))
+            batch = {"z0": mean * frozen.vae.scaling_factor,
+                     "text": encode_text(frozen.text, [c + caption_suffix(cfg) for c in captions], device),
+                     "fps": torch.tensor([float(it["fps"]) for it in items], device=device)}
+            if cfg.stage == "base":
+                batch["image"] = encode_image(frozen.image, torch.stack([it["clip_pixels"] for it in items]), device)
+        timesteps = tuple(sorted({min(t, cfg.loss.t_max - 1) for t in cfg.log.text_probe_t}, reverse=True))
+        _truncate_lines(out / "text_probe.csv", step, lambda line: int(line.split(",", 1)[0]), header=True)
+        return cls(cfg, batch, order, out, timesteps)
+
+    def run(self, step: int, unet: nn.Module, schedule: Tensor, tb: Any, is_main: bool) -> dict[str, float]:
+        from i2vgen.train.text_probe import caption_gap
+
+        b = self.batch
+        was_training = unet.training
+        unet.eval()
+        z0, text = b["z0"], b["text"]
+        k = z0.shape[0]
+
+        def net(x_t: Tensor, t: Tensor, context: Tensor) -> Tensor:
+            if self.cfg.stage == "base":
+                return unet(x_t, t, encoder_hidden_states=context, image_embeds=b["image"].repeat(2, 1),
+                            first_frame_latent=z0[:, :, 0].repeat(2, 1, 1, 1), fps=b["fps"].repeat(2))
+            return unet(x_t, t, encoder_hidden_states=context)
+
+        with torch.random.fork_rng(devices=[]):
+            res = caption_gap(net, z0, text, text[self.order], schedule, self.timesteps, seed=self.cfg.seed)
+        unet.train(was_training)
+        if not is_main:
+            return res
+        new = not self.path.is_file()
+        with open(self.path, "a", encoding="utf-8") as f:
+            if new:
+                f.write("step,t,loss,loss_other_caption,gap,rel_gap\n")
+            for t in self.timesteps:
+                loss, gap = res[f"loss_{t}"], res[f"gap_{t}"]
+                f.write(f"{step},{t},{loss!r},{loss + gap!r},{gap!r},{res[f'rel_gap_{t}']!r}\n")
+        if tb is not None:
+            for t in self.timesteps:
+                tb.add_scalar(f"text/gap_{t}", res[f"gap_{t}"], step)
+                tb.add_scalar(f"text/rel_gap_{t}", res[f"rel_gap_{t}"], step)
+        parts = ", ".join(f"t={t}: {res[f'gap_{t}']:.3g} ({100 * res[f'rel_gap_{t}']:.2g} %)" for t in self.timesteps)
+        print(f"text-use probe at step {step} ({k} samples), loss gap with another caption: {parts}", flush=True)
+        if all(res[f"rel_gap_{t}"] < self.cfg.log.text_probe_warn for t in self.timesteps):
+            print(f"warning: the loss hardly depends on the caption (gap < {100 * self.cfg.log.text_probe_warn:g} % "
+                  f"of the loss at every probed t): the model is not reading the text. At high t only the text tells "
+                  f"what the clip does; sample more timesteps there (loss.t_top_share, docs/training.md)", flush=True)
+        return res
 
 
 # =============================================================================================== logs
