@@ -129,6 +129,22 @@ def test_long_prompt_is_truncated_with_a_warning(text_encoder: TextEncoder) -> N
         text_encoder.tokenize(PROMPTS)
 
 
+def test_a_tokenizer_with_a_shorter_model_max_length_sets_the_context(model_dir: Path) -> None:
+    """A tiny model's folder may name a shorter text context; real CLIP folders say 77, others (unset: a huge
+    number) get 77 as well. The tokens are those of the 77-token context, cut to the shorter length."""
+    full = TextEncoder.from_model_folder(model_dir)
+    tok = CLIPTokenizer.from_pretrained(model_dir / "tokenizer", local_files_only=True, model_max_length=12)
+    short = TextEncoder(full.model, tok)
+    assert short.context_length == 12 and full.context_length == CONTEXT_LENGTH
+    torch.testing.assert_close(short.tokenize("the cat"), full.tokenize("the cat")[:, :12])
+    assert short.encode(["the cat", "a dog"]).shape == (2, 12, full.model.config.hidden_size)
+    with pytest.warns(UserWarning, match="12-token text context"):
+        ids = short.tokenize(["the cat " * 10])
+    assert ids.shape == (1, 12) and ids[0, -1] == short.tokenizer.eos_token_id
+    huge = CLIPTokenizer.from_pretrained(model_dir / "tokenizer", local_files_only=True, model_max_length=10**30)
+    assert TextEncoder(full.model, huge).context_length == CONTEXT_LENGTH
+
+
 def test_pad_token_override_only_changes_padding(text_encoder: TextEncoder) -> None:
     default = text_encoder.tokenize(PROMPTS)
     zero_pad = TextEncoder(text_encoder.model, text_encoder.tokenizer, pad_token_id=0).tokenize(PROMPTS)

@@ -108,9 +108,14 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model: CLIPTextModel, tokenizer: CLIPTokenizer, *, pad_token_id: int | None = None):
         super().__init__()
-        if model.config.max_position_embeddings < CONTEXT_LENGTH:
+        # The tokenizer's model_max_length when it names a shorter context (a tiny model's folder may: fewer padding
+        # tokens beside the words), else CLIP's 77 (the real models').
+        self.context_length = min(CONTEXT_LENGTH, int(getattr(tokenizer, "model_max_length", CONTEXT_LENGTH)))
+        if self.context_length < 2:
+            raise CheckpointError(f"tokenizer model_max_length {tokenizer.model_max_length} leaves no room for words")
+        if model.config.max_position_embeddings < self.context_length:
             raise CheckpointError(
-                f"text encoder has {model.config.max_position_embeddings} positions, needs {CONTEXT_LENGTH}"
+                f"text encoder has {model.config.max_position_embeddings} positions, needs {self.context_length}"
             )
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -144,33 +149,35 @@ class TextEncoder(nn.Module):
         return getattr(self.model, "text_model", self.model).final_layer_norm
 
     def tokenize(self, prompts: str | Sequence[str]) -> Tensor:
-        """Prompts -> (B, 77) token ids, truncated (with a warning) and padded to the 77-token context."""
+        """Prompts -> (B, L) token ids, truncated (with a warning) and padded to the L-token context
+        (`context_length`: 77 for CLIP)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise InputError(f"expected one or more prompt strings, got {prompts!r}")
         # Tokens per prompt with bos/eos, before truncation, to report what gets cut.
         lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False, verbose=False).input_ids]
         for i, n in enumerate(lengths):
-            if n > CONTEXT_LENGTH:
+            if n > self.context_length:
                 warnings.warn(
-                    f"prompt {i} is {n} tokens long; its last {n - CONTEXT_LENGTH} tokens were cut to fit the "
-                    f"{CONTEXT_LENGTH}-token text context",
+                    f"prompt {i} is {n} tokens long; its last {n - self.context_length} tokens were cut to fit the "
+                    f"{self.context_length}-token text context",
                     stacklevel=3,
                 )
         tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=CONTEXT_LENGTH, truncation=True, return_tensors="pt"
+            prompts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
         )
-        ids = tokens.input_ids  # (B, 77)
+        ids = tokens.input_ids  # (B, L)
         if self.pad_token_id is not None:
             ids = ids.masked_fill(tokens.attention_mask == 0, self.pad_token_id)
         return ids
 
     def encode(self, prompts: str | Sequence[str]) -> Tensor:
-        """Prompts -> (B, 77, D) context: hidden state of the penultimate layer, then the final layer norm."""
-        ids = self.tokenize(prompts).to(self.model.device)  # (B, 77)
+        """Prompts -> (B, L, D) context (L = `context_length`, 77 for CLIP): hidden state of the penultimate
+        layer, then the final layer norm."""
+        ids = self.tokenize(prompts).to(self.model.device)  # (B, L)
         # No attention mask: CLIP's causal mask already keeps padding out of the real tokens (as VGen and diffusers).
         out = self.model(input_ids=ids, output_hidden_states=True)
-        hidden = out.hidden_states[-2]  # (B, 77, D); hidden_states[0] is the embedding output
+        hidden = out.hidden_states[-2]  # (B, L, D); hidden_states[0] is the embedding output
         return self.final_layer_norm(hidden)
 
     def forward(self, prompts: str | Sequence[str]) -> Tensor:

@@ -64,7 +64,7 @@ from i2vgen.diffusion import (
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.video import probe_video, read_video, read_video_cfr
 from i2vgen.models.configs import UNetConfig
-from i2vgen.models.encoders import CONTEXT_LENGTH, TextEncoder
+from i2vgen.models.encoders import TextEncoder
 from i2vgen.models.loading import load_unet
 from i2vgen.models.refiner import I2VGenRefinerUNet, check_refiner_size
 from i2vgen.models.vae import VideoVAE
@@ -344,7 +344,7 @@ class I2VGenRefinePipeline(StagePipeline):
         te = self.text_encoder
         own_tokens = len(te.tokenizer(prompt, truncation=False, verbose=False).input_ids)
         with self.placement.use(te), warnings.catch_warnings():
-            if own_tokens <= CONTEXT_LENGTH:
+            if own_tokens <= te.context_length:
                 warnings.filterwarnings("ignore", message="prompt 0 is")
             if negative_prompt == DEFAULT_NEGATIVE_PROMPT:  # the reference's own text, cut as the reference does
                 warnings.filterwarnings("ignore", message="prompt 1 is")
