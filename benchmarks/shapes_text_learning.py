@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from i2vgen import shapes
 from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.pipelines.common import local_model_path
-from i2vgen.shapes_eval import TEXT_USE_TIMESTEPS, text_use
+from i2vgen.shapes_eval import text_use
 from i2vgen.train import trainer
 from i2vgen.train.data import SampleDataset
 from i2vgen.train.recipe import recipe, stage_config
@@ -53,15 +55,37 @@ def main() -> int:
     p.add_argument("--p-two", type=float, default=0.5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", choices=("new", "shipped"), default="new",
+                   help="a new UNet (the recipe) or the shipped tiny-shapes UNet (a fine-tune)")
+    p.add_argument("--sd-init", default=None, help="a new UNet's spatial layers from this UNet folder (model.sd_init), "
+                                                    "e.g. the recipe's t2i stage")
+    p.add_argument("--context", type=int, default=None, help="text context length (the tokenizer's model_max_length)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any further TrainConfig field, e.g. loss.t_top_share=0.5 (YAML values)")
+    p.add_argument("--probe-t", default="999,800,600", help="timesteps of the text-use probe")
     p.add_argument("-o", "--output", default="runs/text-learning")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.travel is not None:
         shapes._TRAVEL = args.travel  # the task's travel, for training and probe clips alike
     components = local_model_path("tiny-shapes")
+    out_dir, run_dir = Path(args.output), Path(args.output) / "runs" / args.name
+    if args.context is not None:  # a copy of the shipped folder whose tokenizer pads to a shorter context
+        folder = Path(args.output) / "components" / f"context-{args.context}"
+        if not folder.is_dir():
+            shutil.copytree(components, folder)
+            conf = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())
+            conf["model_max_length"] = args.context
+            (folder / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(conf, indent=2))
+        components = folder
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.init == "shipped":
+        extra["model.unet"] = str(local_model_path("tiny-shapes") / "unet")
+    if args.sd_init:
+        extra["model.sd_init"] = args.sd_init
+    probe_t = tuple(int(t) for t in args.probe_t.split(","))
     cfg = recipe("tiny-shapes")
     cfg.num_frames, cfg.base.batch, cfg.base.lr = args.frames, args.batch, args.lr
-    out_dir, run_dir = Path(args.output), Path(args.output) / "runs" / args.name
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = SampleDataset(shapes.ShapesDataset("train", cfg.train_clips, size=cfg.base_size,
                                                  num_frames=args.frames, p_two_shapes=args.p_two))
@@ -73,14 +97,17 @@ def main() -> int:
         step = min(args.total, step + args.chunk)
         tcfg = stage_config(cfg, "base", components, run_dir).replace(**{
             "device": args.device, "max_steps": step, "optim.decay_steps": args.total, "log.every": 100,
-            "checkpoint.every": 0, "checkpoint.keep_last": 1, "log.tensorboard": False, "loss.t_skew": args.hi_t})
+            "checkpoint.every": 0, "checkpoint.keep_last": 1, "log.tensorboard": False, "loss.t_skew": args.hi_t,
+            **extra})
         result = trainer.train(tcfg, resume=run_dir if run_dir.exists() else None, dataset=dataset)
         base = I2VGenPipeline.from_pretrained(components, device=args.device)
         base.unet = result.ema.eval()
-        rows = [text_use(base, clip, seed=i) for i, clip in enumerate(probe_clips)]
+        rows = [text_use(base, clip, seed=i, timesteps=probe_t) for i, clip in enumerate(probe_clips)]
         entry = {"step": step, "seconds": round(time.perf_counter() - t0), "clips_seen": step * args.batch,
-                 "loss": float(np.mean(result.losses[-50:]))}
-        for t in TEXT_USE_TIMESTEPS:
+                 "loss": float(np.mean(result.losses[-50:])),
+                 "x0_err": {k[len("x0_err_"):]: float(np.mean([r[k] for r in rows])) for k in rows[0]
+                            if k.startswith("x0_err_")}}
+        for t in probe_t:
             entry[f"acc_{t}"] = float(np.mean([r[f"text_use_ok_{t}"] for r in rows]))
             entry[f"gap_{t}"] = float(np.mean([r[f"text_gap_{t}"] for r in rows]))
         log["probes"].append(entry)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -223,6 +225,26 @@ class ShapesFramesDataset(torch.utils.data.Dataset):
         one = dataclasses.replace(clip, frames=clip.frames[k:k + 1], centroids=clip.centroids[:, k:k + 1],
                                   radii=clip.radii[:, k:k + 1])
         return {**to_sample(one), "caption": place_caption(clip, k)}
+
+
+def write_clip_list(folder: str | os.PathLike, split: str = "train", length: int = 100, *, size: int = 32,
+                    num_frames: int = 16, crf: int = 0, **clip_kwargs: Any) -> Path:
+    """Render clips `split_seeds(split, length)` to `folder/NNNNNNN.mp4` (H.264 at `crf`, 0: lossless luma) and
+    write `folder/captions.txt` in the reference's `path|||caption` list format; -> the list's path. The data a user
+    would bring, for training through `VideoTextDataset` (and its latent cache) instead of `ShapesDataset`."""
+    from i2vgen.io import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for seed in split_seeds(split, length):
+        clip = make_clip(seed, size=size, num_frames=num_frames, **clip_kwargs)
+        name = f"{seed:07d}.mp4"
+        write_video(clip.frames, folder / name, fps=FPS, crf=crf)
+        lines.append(f"{name}|||{clip.caption}")
+    path = folder / "captions.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def direction_pair(*, size: int = 32, num_frames: int = 16, directions: tuple[str, str] = ("left", "right"),

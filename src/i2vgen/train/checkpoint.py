@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.atomic import atomic_dir
 from i2vgen.models.configs import UNetConfig
+from i2vgen.models.loading import load_unet
 from i2vgen.models.unet import I2VGenUNet, UNet3D
 
 CHECKPOINTS = "checkpoints"
@@ -240,7 +241,8 @@ def ldm_to_diffusers_2d(sd: dict[str, Tensor], config: UNetConfig) -> dict[str, 
 
 def read_sd_unet(path: str | os.PathLike, config: UNetConfig) -> dict[str, Tensor]:
     """A Stable Diffusion UNet as a diffusers-keyed 2D state dict, from a diffusers `UNet2DConditionModel` folder
-    (or a model folder holding `unet/`) or an original LDM `.ckpt` / `.safetensors` file."""
+    (or a model folder holding `unet/`) or an original LDM `.ckpt` / `.safetensors` file; or the spatial layers and
+    timestep embedding of a base UNet folder of this package (an image model trained with one-frame clips)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"Stable Diffusion UNet not found: {path} (a diffusers unet/ folder or the original "
@@ -250,6 +252,9 @@ def read_sd_unet(path: str | os.PathLike, config: UNetConfig) -> dict[str, Tenso
             path = path / "unet"
         cfg_file = path / "config.json"
         name = json.loads(cfg_file.read_text()).get("_class_name") if cfg_file.is_file() else None
+        if name in ("I2VGenUNet", "I2VGenXLUNet"):  # a base UNet trained as an image model (the tiny recipe's t2i)
+            own = load_unet(path).state_dict()
+            return {k: v for k, v in own.items() if is_spatial_parameter(k) or k.startswith("time_embedding.")}
         if name != "UNet2DConditionModel":
             raise CheckpointError(f"{path} is not a diffusers UNet2DConditionModel folder (config says {name!r})")
         files = [path / f for f in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")]

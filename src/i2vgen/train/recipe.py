@@ -41,7 +41,7 @@ from i2vgen.models.configs import UNET_PRESETS
 from i2vgen.models.encoders import quiet_transformers, write_word_clip_tokenizer
 from i2vgen.models.loading import load_unet, save_unet
 from i2vgen.models.vae import REFERENCE_SCALING_FACTOR
-from i2vgen.shapes import FPS, ShapesDataset, make_clip, split_seeds
+from i2vgen.shapes import FPS, ShapesDataset, ShapesFramesDataset, make_clip, split_seeds
 from i2vgen.train.config import preset
 from i2vgen.train.data import SampleDataset
 
@@ -49,6 +49,9 @@ Log = Callable[[str], None]
 
 TINY_GUIDANCE = 2.0  # the exported folders' suggested base guidance and refiner strength (see model_defaults)
 TINY_REFINE_STRENGTH = 0.3
+# ... and sampling grid: trailing starts at t = 999, pure noise, where the trained model reads the direction from the
+# text (the leading grid's first step, 981 for DDIM 50, is where it expects to read it from x_t; docs/tiny-shapes.md)
+TINY_SPACING = "trailing"
 
 
 @dataclass
@@ -100,7 +103,18 @@ class RecipeConfig:
     vae: VAERecipe = field(default_factory=VAERecipe)
     base_vae: VAERecipe = field(default_factory=lambda: VAERecipe(
         block_out_channels=(32, 64), sizes=(32,), batches=(16,), steps=1500, seed_offset=100))
-    base: StageRecipe = field(default_factory=lambda: StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3))
+    # The text-to-image stage (None: skipped): the base UNet trained on single frames with every image condition
+    # dropped and captions that name colour, shape, place and background (`shapes.place_caption`); its spatial
+    # layers then initialise the base stage (`model.sd_init`), as Stable Diffusion 2.1's do for the real model.
+    t2i: StageRecipe | None = field(default_factory=lambda: StageRecipe(
+        "tiny-shapes", steps=1500, batch=32, lr=1e-3, warmup=100,
+        extra={"loss.drop_first_frame": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.1, "loss.drop_image": 0.0,
+               "loss.t_top_share": 0.5, "loss.t_top_min": 950}))
+    # Half of the base stage's samples at t >= 950, where only the text tells the direction (docs/tiny-shapes.md);
+    # the spatial layers from the t2i stage learn at lr * gamma.
+    base: StageRecipe = field(default_factory=lambda: StageRecipe(
+        "tiny-shapes", steps=3000, batch=2, lr=1e-3,
+        extra={"loss.t_top_share": 0.5, "loss.t_top_min": 950, "optim.spatial_lr_scale": 0.5}))
     refine: StageRecipe = field(default_factory=lambda: StageRecipe(
         "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
         extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
@@ -115,6 +129,7 @@ def _smoke() -> RecipeConfig:
     cfg = RecipeConfig(output_dir="runs/tiny-shapes-smoke", train_clips=64, num_frames=4)
     cfg.vae.steps, cfg.vae.batches = 4, (4, 2)
     cfg.base_vae.steps, cfg.base_vae.batches = 2, (4,)
+    cfg.t2i.steps, cfg.t2i.batch, cfg.t2i.warmup = 2, 4, 1
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
     return cfg
@@ -268,13 +283,16 @@ def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: L
 
 # =============================================================================================== UNets
 def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  # noqa: ANN201
-    """The `TrainConfig` of the base or refine stage."""
-    s = cfg.base if stage == "base" else cfg.refine
-    size = cfg.base_size if stage == "base" else cfg.refine_size
+    """The `TrainConfig` of the t2i, base or refine stage (t2i trains the base UNet on one-frame clips)."""
+    s = {"t2i": cfg.t2i, "base": cfg.base, "refine": cfg.refine}[stage]
+    if s is None:
+        raise InputError(f"this recipe has no {stage} stage")
+    size = cfg.refine_size if stage == "refine" else cfg.base_size
     changes: dict[str, Any] = {
-        "stage": stage, "output_dir": str(out), "max_steps": s.steps, "batch_size": s.batch, "seed": cfg.seed,
-        "model.components": str(components), "model.unet_preset": s.unet_preset,
-        "data.num_frames": cfg.num_frames, "data.width": size, "data.height": size, "data.target_fps": FPS,
+        "stage": "refine" if stage == "refine" else "base", "output_dir": str(out), "max_steps": s.steps,
+        "batch_size": s.batch, "seed": cfg.seed, "model.components": str(components),
+        "model.unet_preset": s.unet_preset, "data.num_frames": 1 if stage == "t2i" else cfg.num_frames,
+        "data.width": size, "data.height": size, "data.target_fps": FPS,
         "data.seed": cfg.seed, "optim.lr": s.lr, "optim.warmup_steps": s.warmup, "optim.min_lr_ratio": 0.05,
         "optim.spatial_lr_scale": 1.0, "optim.max_grad_norm": 1.0, "ema.decay": s.ema_decay, "ema.warmup": True,
         "log.every": 50, "checkpoint.every": 500, "checkpoint.keep_last": 1,
@@ -286,16 +304,23 @@ def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  #
 
 
 def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
+    if stage == "t2i":
+        return SampleDataset(ShapesFramesDataset("train", cfg.train_clips, size=cfg.base_size,
+                                                 num_frames=cfg.num_frames))
     size = cfg.base_size if stage == "base" else cfg.refine_size
     return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames))
 
 
-def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log: Log) -> Path:
-    """Train (or resume, or skip when finished) one UNet; -> its final checkpoint folder."""
+def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log: Log,
+                init: Path | None = None) -> Path:
+    """Train (or resume, or skip when finished) one UNet, its spatial layers from `init` (a UNet folder) if given;
+    -> its final checkpoint folder."""
     from i2vgen.train import checkpoint as ckpt_io
     from i2vgen.train.trainer import train
 
     tcfg = stage_config(cfg, stage, components, out)
+    if init is not None:
+        tcfg = tcfg.replace(**{"model.sd_init": str(init)})
     final = ckpt_io.checkpoint_dir(out, tcfg.max_steps)
     if final.is_dir():
         log(f"{stage}: already trained ({final})")
@@ -316,7 +341,7 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     and 2 dB of refinement gain."""
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
-            "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner"}
+            "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING}
 
 
 def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path,
@@ -382,7 +407,8 @@ def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | N
 
 
 def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Path, Path]:
-    for name, preset_name in (("base", cfg.base.unet_preset), ("refine", cfg.refine.unet_preset)):
+    stages = (("t2i", cfg.t2i), ("base", cfg.base), ("refine", cfg.refine))
+    for name, preset_name in ((n, st.unet_preset) for n, st in stages if st is not None):
         if preset_name not in UNET_PRESETS:
             raise InputError(f"{name}.unet_preset {preset_name!r} is not a UNet preset")
     out = Path(cfg.output_dir)
@@ -405,7 +431,11 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
         timed("components", lambda: write_components(cfg, components, log))
     if not base_components.is_dir():
         timed("base_components", lambda: write_base_components(cfg, components, base_components, log))
-    base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log))
+    t2i_ckpt = None
+    if cfg.t2i is not None:
+        t2i_ckpt = timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log))
+    base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log,
+                                                  init=None if t2i_ckpt is None else t2i_ckpt / "unet_ema"))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
     notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
              "torch": torch.__version__, "threads": torch.get_num_threads()}
