@@ -69,3 +69,8 @@ def test_demo_writes_both_videos_from_the_trained_model(tmp_path, capsys):
         first = np.asarray(im.convert("RGB"), dtype=np.float64)
     assert first.std() > 5  # a picture, not a flat field
     assert (tmp_path / "demo.mp4").stat().st_size > 0
+    # the four directions side by side: four 64x64 tiles, one prompt each
+    with Image.open(tmp_path / "demo-directions.gif") as im:
+        assert im.size == (256, 64) and im.n_frames == 16
+    grid = json.loads((tmp_path / "demo-directions.json").read_text())
+    assert [p.rsplit(" ", 1)[1] for p in grid["prompts"]] == ["left", "right", "up", "down"]

@@ -48,6 +48,8 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance (default 9.0, the reference; a tiny model's own suggestion)")
     p.add_argument("--sampler", default="ddim", choices=("ddim", "dpmpp-2m", "dpmpp-2m-sde"))
+    p.add_argument("--timestep-spacing", default=None, choices=("leading", "trailing", "linspace"),
+                   help="sampling grid (default: the model's suggestion, else leading for ddim, trailing otherwise)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a random one, recorded)")
     p.add_argument("--fps", type=int, default=None,
                    help="fps condition of the model (default 16, the reference; a tiny model's own)")
@@ -157,7 +159,7 @@ def apply_model_defaults(args: argparse.Namespace) -> None:
                                 ("guidance", "guidance_scale", REFERENCE_GUIDANCE),
                                 ("refine_width", "refine_width", 1280), ("refine_height", "refine_height", 720),
                                 ("strength", "refine_strength", REFERENCE_STRENGTH),
-                                ("refiner_model", "refiner", None)):
+                                ("refiner_model", "refiner", None), ("timestep_spacing", "timestep_spacing", None)):
         if getattr(args, name, None) is None:
             setattr(args, name, d.get(key, fallback))
 
@@ -190,9 +192,11 @@ def generate_one(pipe, args: argparse.Namespace, image: Path, prompt: str, out: 
     generator = torch.Generator().manual_seed(seed)
     base_kw = {"negative_prompt": negative, "target_fps": args.fps, "num_inference_steps": args.steps,
                "guidance_scale": args.guidance, "sampler": args.sampler, "sequential_cfg": args.sequential_cfg,
+               "timestep_spacing": args.timestep_spacing,
                "callback": bars.callback(args.steps, f"{image.name}")}
     meta = {"prompt": prompt, "negative_prompt": negative, "seed": seed, "sampler": args.sampler,
-            "steps": args.steps, "guidance": args.guidance, "fps_condition": args.fps, "model": str(args.model),
+            "steps": args.steps, "timestep_spacing": args.timestep_spacing, "guidance": args.guidance,
+            "fps_condition": args.fps, "model": str(args.model),
             "image": str(image), "frames": args.frames, "width": args.width, "height": args.height}
     if args.refine:
         from i2vgen.pipelines.refine import DEFAULT_STEPS, strength_to_t_start

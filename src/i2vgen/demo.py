@@ -2,7 +2,9 @@
 
 A shipped picture (`assets/samples/red-circle.png`, a red circle on light grey) and a prompt go through the base stage
 at 32x32 (CLIP text and image encoders, VAE, the I2VGen-XL base UNet, DDIM with classifier-free guidance), then the
-refiner at 64x64; the result is written as demo.mp4 and demo.gif with a JSON sidecar. Installations without the
+refiner at 64x64; the result is written as demo.mp4 and demo.gif with a JSON sidecar. To show that the prompt
+steers the motion, the same picture is also animated with the four directions ("a red circle moves left / right /
+up / down", base stage, same seed) side by side in demo-directions.gif and .mp4. Installations without the
 embedded model (it is package data) fall back to a tiny model with random weights and say so.
 """
 
@@ -13,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -26,6 +29,7 @@ from i2vgen.pipelines.common import (
 )
 
 PROMPT = "a red circle moves right"
+DIRECTION_PROMPTS = tuple(f"a red circle moves {d}" for d in ("left", "right", "up", "down"))
 SAMPLE_IMAGE = ASSETS / "samples" / "red-circle.png"
 BASE_STEPS, REFINE_STEPS = 25, 20
 RANDOM_WEIGHTS_NOTE = """\
@@ -65,12 +69,22 @@ def run(out_dir: Path, seed: int = 0) -> int:
             pipe = I2VGenCascadePipeline.from_pretrained("tiny-shapes", "tiny-shapes-refiner")
             frames = pipe(sample_image(), PROMPT, num_frames=16, width=32, height=32, refine_width=64,
                           refine_height=64, strength=strength, generator=generator,
-                          base_kwargs={"target_fps": 8, "num_inference_steps": BASE_STEPS, "guidance_scale": guidance},
+                          base_kwargs={"target_fps": 8, "num_inference_steps": BASE_STEPS, "guidance_scale": guidance,
+                                       "timestep_spacing": d.get("timestep_spacing")},
                           refine_kwargs={"num_inference_steps": REFINE_STEPS})[0]
             meta = {"model": "tiny-shapes + tiny-shapes-refiner", "base": {"size": "32x32", "sampler": "ddim",
-                    "steps": BASE_STEPS, "guidance": guidance},
+                    "steps": BASE_STEPS, "guidance": guidance, "timestep_spacing": d.get("timestep_spacing")},
                     "refine": {"size": "64x64", "sampler": "dpmpp-2m-sde", "steps": REFINE_STEPS,
                                "strength": strength}}
+            # control: the same picture with the four directions, base stage only, side by side
+            tiles = [pipe.base(sample_image(), p, num_frames=16, width=32, height=32, target_fps=8,
+                               num_inference_steps=BASE_STEPS, guidance_scale=guidance,
+                               timestep_spacing=d.get("timestep_spacing"),
+                               generator=torch.Generator().manual_seed(seed), output_type="np")[0]
+                     for p in DIRECTION_PROMPTS]  # 4 x (16, 32, 32, 3)
+            grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (16, 64, 256, 3)
+            directions_meta = {**meta["base"], "prompts": list(DIRECTION_PROMPTS), "seed": seed,
+                               "layout": "left to right: " + ", ".join(DIRECTION_PROMPTS) + " (2x nearest up-scaling)"}
         else:
             from i2vgen.models.tiny import random_components, write_model_folder
 
@@ -84,8 +98,14 @@ def run(out_dir: Path, seed: int = 0) -> int:
     for name in ("demo.mp4", "demo.gif"):
         write_video(frames, out_dir / name, fps=8, metadata=meta)
     write_sidecar_json(out_dir / "demo.json", meta)
-    print(f"wrote {out_dir / 'demo.mp4'} and {out_dir / 'demo.gif'} ({len(frames)} frames of "
-          f"{frames.shape[2]}x{frames.shape[1]}, prompt {PROMPT!r}, {time.time() - t0:.1f} s)", file=sys.stderr)
+    written = f"{out_dir / 'demo.mp4'} and {out_dir / 'demo.gif'}"
+    if trained:
+        for name in ("demo-directions.mp4", "demo-directions.gif"):
+            write_video(grid, out_dir / name, fps=8, metadata=directions_meta)
+        write_sidecar_json(out_dir / "demo-directions.json", directions_meta)
+        written += f", and the four directions side by side in {out_dir / 'demo-directions.gif'} (and .mp4)"
+    print(f"wrote {written} ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}, prompt {PROMPT!r}, "
+          f"{time.time() - t0:.1f} s)", file=sys.stderr)
     if not trained:
         print("(random weights: see the note above)", file=sys.stderr)
     return 0

@@ -135,7 +135,7 @@ def vae_round_trip(vae: Any, frames: np.ndarray) -> np.ndarray:
 def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
                      start: int,
                      guidance: float, strength: float, refine_steps: int | None,
-                     progress: Callable[[str], None]) -> dict[str, Any]:
+                     progress: Callable[[str], None], spacing: str | None = None) -> dict[str, Any]:
     """Rows (one per clip) and their means for one variant."""
     import torch
 
@@ -155,7 +155,7 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
             video = base(clip.first_frame, clip.caption, num_frames=len(clip.frames), height=clip.frames.shape[1],
                          width=clip.frames.shape[2], target_fps=8, num_inference_steps=spec["steps"],
                          guidance_scale=guidance, sampler=spec["sampler"], generator=gen, ablate=spec["ablate"],
-                         output_type="np")[0]
+                         timestep_spacing=spacing, output_type="np")[0]
         if name not in ("refine-gt", "text-use"):
             row["direction_ok"] = ev.prompt_agreement(video, clip.caption)
             # the true clip's frame 0 through the VAE (posterior mean): the ceiling of first-frame fidelity
@@ -206,9 +206,10 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
                     start: int = 0,
                     variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float | None = None,
                     strength: float | None = None, refine_steps: int | None = None, device: str = "cpu",
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, spacing: str | None = None) -> dict[str, Any]:
     """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}.
-    `guidance` and `strength` (refiner) default to the model folder's suggestions, else 9.0 and 0.6."""
+    `guidance` and `strength` (refiner) default to the model folder's suggestions, else 9.0 and 0.6; `spacing`
+    (the base stage's timestep grid) to the folder's `timestep_spacing`, else each sampler's default."""
     import torch
 
     from i2vgen.pipelines.base import I2VGenPipeline
@@ -224,6 +225,7 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     size, size_hr, frames = d.get("width", 32), d.get("refine_width", 64), d.get("num_frames", 16)
     guidance = d.get("guidance_scale", REFERENCE_GUIDANCE) if guidance is None else guidance
     strength = d.get("refine_strength", REFERENCE_STRENGTH) if strength is None else strength
+    spacing = d.get("timestep_spacing") if spacing is None else spacing
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v in ("refine-gt", "ground-truth") or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
@@ -234,13 +236,15 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
         "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "start": start,
                      "heldout_seeds": [seeds[0], seeds[-1]],
                      "seed": seed, "guidance": guidance, "strength": strength, "refine_steps": refine_steps,
+                     "timestep_spacing": spacing,
                      "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "size": size, "refine_size": size_hr, "frames": frames},
         "variants": {}}
     for name in variants:
         out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, start=start,
                                                  guidance=guidance,
-                                                 strength=strength, refine_steps=refine_steps, progress=progress)
+                                                 strength=strength, refine_steps=refine_steps, progress=progress,
+                                                 spacing=spacing)
     return out
 
 
@@ -322,6 +326,8 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--strength", type=float, default=None,
                    help="refiner strength (default: the model's suggestion, 0.3 for tiny-shapes; else 0.6: t = 599)")
     p.add_argument("--refine-steps", type=int, default=None)
+    p.add_argument("--spacing", choices=("leading", "trailing", "linspace"), default=None,
+                   help="the base stage's timestep grid (default: the model folder's suggestion, else the sampler's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--output", "-o", default=None, help="write the results with per-clip rows here (JSON)")
@@ -355,7 +361,7 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
     result = evaluate_shapes(args.model, args.refiner_model, n=args.n, start=args.start, variants=variants,
                              seed=args.seed,
                              guidance=args.guidance, strength=args.strength, refine_steps=args.refine_steps,
-                             device=args.device)
+                             device=args.device, spacing=args.spacing)
     table = markdown_table(result)
     if args.output:
         atomic_write_text(args.output, json.dumps(result, indent=1, default=float) + "\n")

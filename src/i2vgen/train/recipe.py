@@ -107,7 +107,7 @@ class RecipeConfig:
     # dropped and captions that name colour, shape, place and background (`shapes.place_caption`); its spatial
     # layers then initialise the base stage (`model.sd_init`), as Stable Diffusion 2.1's do for the real model.
     t2i: StageRecipe | None = field(default_factory=lambda: StageRecipe(
-        "tiny-shapes", steps=1500, batch=32, lr=1e-3, warmup=100,
+        "tiny-shapes", steps=1200, batch=32, lr=1e-3, warmup=100,
         extra={"loss.drop_first_frame": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.1, "loss.drop_image": 0.0,
                "loss.t_top_share": 0.5, "loss.t_top_min": 950}))
     # Half of the base stage's samples at t >= 950, where only the text tells the direction (docs/tiny-shapes.md);
