@@ -1,7 +1,8 @@
 """Training throughput (clips/s) and peak memory of one base-stage UNet training step, gradient checkpointing on/off.
 
 Run: `.venv/bin/python benchmarks/bench_train.py [--preset bench-mid] [--frames 8] [--latent 32] [--batch 2]
-[--steps 5] [--threads 2] [--device cpu|cuda] [--dtype fp32|bf16]`.
+[--steps 5] [--threads 2] [--device cpu|cuda] [--dtype fp32|bf16]`; with `--trainer [--data shapes|list]` the
+tiny-shapes recipe's base stage through the trainer itself (`run_trainer`).
 
 A step is what `i2vgen.train.trainer` does after encoding: v-prediction loss with offset noise on (B, 4, F, h, w)
 latents with the text / CLIP / first-frame conditions (random tensors here; the frozen VAE and CLIP encoders are not
@@ -84,8 +85,53 @@ def run_one(args: argparse.Namespace) -> dict:
             "latent": s, "preset": args.preset}
 
 
+def run_trainer(args: argparse.Namespace) -> dict:
+    """The tiny-shapes recipe's base stage through `i2vgen.train.train` itself (data, frozen encoders, UNet step,
+    EMA): median step time over the steps after `--skip`, from metrics.csv. `--data shapes` renders clips on the fly
+    (`ShapesDataset`, the recipe); `--data list` trains on `--clips` pre-rendered mp4 clips in the reference's list
+    format through `VideoTextDataset` with the latent cache (steps after the first epoch hit it)."""
+    import csv
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from i2vgen.pipelines.common import local_model_path
+    from i2vgen.shapes import write_clip_list
+    from i2vgen.train.recipe import recipe, stage_config, stage_dataset
+    from i2vgen.train.trainer import train
+
+    torch.set_num_threads(args.threads)
+    cfg = recipe("tiny-shapes")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        changes = {"max_steps": args.steps + args.skip, "batch_size": args.batch, "log.every": 1,
+                   "log.tensorboard": False, "log.text_probe_every": 0, "checkpoint.every": 0,
+                   "checkpoint.save_final": False, "mixed_precision": "bf16" if args.dtype == "bf16" else "no",
+                   "device": args.device}
+        dataset = None
+        if args.data == "list":
+            clips = write_clip_list(Path(tmp) / "clips", "train", args.clips, size=cfg.base_size,
+                                    num_frames=cfg.num_frames)
+            changes.update({"data.sources": str(clips), "cache_dir": str(Path(tmp) / "cache"), "num_workers": 0})
+        else:
+            dataset = stage_dataset(cfg, "base")
+        tcfg = stage_config(cfg, "base", local_model_path("tiny-shapes"), out).replace(**changes)
+        train(tcfg, dataset=dataset)
+        with open(out / "metrics.csv", newline="") as f:
+            times = [float(r["step_s"]) for r in csv.DictReader(f)][args.skip:]
+    step_s = statistics.median(times)
+    return {"mode": f"{args.data}, batch {args.batch}, {args.dtype}", "clips_per_s": args.batch / step_s,
+            "step_s": step_s, "steps": len(times), "threads": args.threads}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trainer", action="store_true",
+                   help="time the tiny-shapes recipe's base stage through the trainer instead (see run_trainer)")
+    p.add_argument("--data", choices=("shapes", "list"), default="shapes")
+    p.add_argument("--clips", type=int, default=32, help="--data list: pre-rendered clips (one epoch)")
+    p.add_argument("--skip", type=int, default=None, help="--trainer: first steps not timed (default: one epoch "
+                                                         "with --data list, else 3)")
     p.add_argument("--preset", default="bench-mid")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--latent", type=int, default=32, help="latent height and width")
@@ -96,6 +142,10 @@ def main() -> None:
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--checkpointing", choices=("on", "off"), help="(internal) run one setting")
     args = p.parse_args()
+    if args.trainer:
+        args.skip = args.skip if args.skip is not None else (args.clips // args.batch if args.data == "list" else 3)
+        print(json.dumps(run_trainer(args)))
+        return
     if args.checkpointing:
         print(json.dumps(run_one(args)))
         return

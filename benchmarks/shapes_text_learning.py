@@ -14,9 +14,13 @@ Knobs (all default to the shipped recipe): `--batch`, `--lr`; `--frames`: clip l
 rendered with that many frames over the same motion); `--hi-t K`: the trainer's `loss.t_skew`, t = 1000 (1 - u^K)
 for u ~ U(0, 1), skews training towards high noise, where only the text tells the motion (K = 1: uniform, the
 recipe); `--travel`: distance a shape moves over a clip (fraction of the frame; the task's is 0.2) for training and
-probing; `--p-two`: share of two-shape training clips (task: 0.5).
+probing; `--p-two`: share of two-shape training clips (task: 0.5); `--recipe`: whose base stage settings;
+`--init shipped`: fine-tune the shipped UNet; `--sd-init FOLDER`: a new UNet's spatial layers from FOLDER (the
+t2i stage of `i2vgen train-recipe tiny-shapes-t2i`); `--context N`: a tokenizer padding to N tokens; `--set
+KEY=VALUE`: any TrainConfig field (e.g. loss.t_top_share=0.5).
 
-docs/tiny-shapes.md quotes these runs (9 configurations, H100).
+docs/tiny-shapes.md quotes these runs (9 configurations on an H100; the fine-tunes, the scratch control and the
+t2i-initialised runs of issue 11 on this machine's CPU, 1 thread each, with the commands there).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def main() -> int:
     p.add_argument("--p-two", type=float, default=0.5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--recipe", default="tiny-shapes", help="whose base stage (tiny-shapes-t2i: half the samples at "
+                                                          "t >= 950, gamma 0.5)")
     p.add_argument("--init", choices=("new", "shipped"), default="new",
                    help="a new UNet (the recipe) or the shipped tiny-shapes UNet (a fine-tune)")
     p.add_argument("--sd-init", default=None, help="a new UNet's spatial layers from this UNet folder (model.sd_init), "
@@ -84,7 +90,7 @@ def main() -> int:
     if args.sd_init:
         extra["model.sd_init"] = args.sd_init
     probe_t = tuple(int(t) for t in args.probe_t.split(","))
-    cfg = recipe("tiny-shapes")
+    cfg = recipe(args.recipe)
     cfg.num_frames, cfg.base.batch, cfg.base.lr = args.frames, args.batch, args.lr
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = SampleDataset(shapes.ShapesDataset("train", cfg.train_clips, size=cfg.base_size,

@@ -85,7 +85,8 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert index["_i2vgen_defaults"]["width"] == 32 and index["_i2vgen_defaults"]["refine_width"] == 64
     assert index["_i2vgen_recipe"]["recipe"]["base"]["steps"] == 3
     timings = json.loads((smoke_models / "timings.json").read_text())
-    assert set(timings) == {"components", "base_components", "t2i", "base", "refine", "export"}
+    assert set(timings) == {"components", "base_components", "t2i", "curriculum-0", "curriculum-1", "base", "refine",
+                            "export"}
     base = I2VGenPipeline.from_pretrained(base_dir)
     video = base(np.zeros((32, 32, 3), np.uint8), "a red circle moves left", num_frames=4, height=32, width=32,
                  num_inference_steps=2, target_fps=8, generator=torch.Generator().manual_seed(0), output_type="pt")

@@ -227,6 +227,35 @@ class ShapesFramesDataset(torch.utils.data.Dataset):
         return {**to_sample(one), "caption": place_caption(clip, k)}
 
 
+def with_direction(clip: ShapesClip, direction: str, start: tuple[float, float] | None = None) -> ShapesClip:
+    """`clip` (one shape) re-rendered with its shape moving in `direction` (and starting at `start`, if given)."""
+    if len(clip.shapes) != 1:
+        raise InputError("with_direction takes a one-shape clip")
+    shape = dataclasses.replace(clip.shapes[0], direction=direction, start=start or clip.shapes[0].start)
+    frames, centroids, radii = render([shape], clip.background, size=clip.frames.shape[1],
+                                      num_frames=clip.frames.shape[0], gradient=clip.gradient)
+    return dataclasses.replace(clip, frames=frames, caption=caption([shape]), shapes=(shape,), centroids=centroids,
+                               radii=radii)
+
+
+class DirectionsDataset(torch.utils.data.Dataset):
+    """The four directions of `scenes` one-shape scenes (the first frames of `make_clip(seed, num_shapes=1)` for
+    the first `scenes` seeds of `split`): item i is scene i // 4 moving `sorted(DIRECTIONS)[i % 4]`. Clips that
+    share a first frame and differ only in the direction word: with few scenes the text is the only thing that
+    varies, which is how a curriculum gets a model to read it (docs/tiny-shapes.md)."""
+
+    def __init__(self, split: str = "train", scenes: int = 1, *, size: int = 32, num_frames: int = 16) -> None:
+        self.seeds = split_seeds(split, scenes)
+        self.size, self.num_frames = size, num_frames
+
+    def __len__(self) -> int:
+        return 4 * len(self.seeds)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip = make_clip(self.seeds[index // 4], size=self.size, num_frames=self.num_frames, num_shapes=1)
+        return to_sample(with_direction(clip, sorted(DIRECTIONS)[index % 4]))
+
+
 def write_clip_list(folder: str | os.PathLike, split: str = "train", length: int = 100, *, size: int = 32,
                     num_frames: int = 16, crf: int = 0, **clip_kwargs: Any) -> Path:
     """Render clips `split_seeds(split, length)` to `folder/NNNNNNN.mp4` (H.264 at `crf`, 0: lossless luma) and

@@ -21,7 +21,8 @@ from pathlib import Path
 from i2vgen.errors import InputError
 
 
-RECIPE_NAMES = ("smoke", "tiny-shapes")  # = i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch
+# = i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch
+RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-text", "tiny-shapes-t2i")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,7 +53,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                     "32x32 and the refiner at 64x64 on the synthetic shapes task, and writes the model folders "
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
-    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model) or smoke (seconds)")
+    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-text and "
+                                                        "tiny-shapes-t2i (issue 11's designs, docs/tiny-shapes.md); "
+                                                        "smoke (seconds)")
     r.add_argument("--output-dir", "-o", default=None, help="run folder (default runs/<recipe>)")
     r.add_argument("--export", default=None, metavar="DIR",
                    help="write the two model folders here (default: the run folder), e.g. src/i2vgen/assets")

@@ -41,7 +41,7 @@ from i2vgen.models.configs import UNET_PRESETS
 from i2vgen.models.encoders import quiet_transformers, write_word_clip_tokenizer
 from i2vgen.models.loading import load_unet, save_unet
 from i2vgen.models.vae import REFERENCE_SCALING_FACTOR
-from i2vgen.shapes import FPS, ShapesDataset, ShapesFramesDataset, make_clip, split_seeds
+from i2vgen.shapes import FPS, DirectionsDataset, ShapesDataset, ShapesFramesDataset, make_clip, split_seeds
 from i2vgen.train.config import preset
 from i2vgen.train.data import SampleDataset
 
@@ -87,6 +87,9 @@ class StageRecipe:
     warmup: int = 200
     ema_decay: float = 0.999
     extra: dict[str, Any] = field(default_factory=dict)  # further dotted TrainConfig fields
+    p_two_shapes: float = 0.5  # share of two-shape clips in the stage's data (the task's 0.5)
+    # Instead of the task's clips: the four directions of this many one-shape train scenes (`DirectionsDataset`)
+    scenes: int | None = None
 
 
 @dataclass
@@ -103,18 +106,14 @@ class RecipeConfig:
     vae: VAERecipe = field(default_factory=VAERecipe)
     base_vae: VAERecipe = field(default_factory=lambda: VAERecipe(
         block_out_channels=(32, 64), sizes=(32,), batches=(16,), steps=1500, seed_offset=100))
-    # The text-to-image stage (None: skipped): the base UNet trained on single frames with every image condition
-    # dropped and captions that name colour, shape, place and background (`shapes.place_caption`); its spatial
-    # layers then initialise the base stage (`model.sd_init`), as Stable Diffusion 2.1's do for the real model.
-    t2i: StageRecipe | None = field(default_factory=lambda: StageRecipe(
-        "tiny-shapes", steps=1200, batch=32, lr=1e-3, warmup=100,
-        extra={"loss.drop_first_frame": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.1, "loss.drop_image": 0.0,
-               "loss.t_top_share": 0.5, "loss.t_top_min": 950}))
-    # Half of the base stage's samples at t >= 950, where only the text tells the direction (docs/tiny-shapes.md);
-    # the spatial layers from the t2i stage learn at lr * gamma.
-    base: StageRecipe = field(default_factory=lambda: StageRecipe(
-        "tiny-shapes", steps=3000, batch=2, lr=1e-3,
-        extra={"loss.t_top_share": 0.5, "loss.t_top_min": 950, "optim.spatial_lr_scale": 0.5}))
+    # Optional stages before the base stage (the shipped model has none; see `_text` and `_t2i_experiment`): t2i
+    # trains the base UNet as a text-to-image model (single frames, every image condition dropped, captions that
+    # name colour, shape, place and background: `shapes.place_caption`) whose spatial layers then initialise the
+    # next stage (`model.sd_init`), as Stable Diffusion 2.1's do for the real model; the curriculum stages train in
+    # order, each from the previous one's weights, and `base` continues from the last.
+    t2i: StageRecipe | None = None
+    curriculum: list[StageRecipe] = field(default_factory=list)
+    base: StageRecipe = field(default_factory=lambda: StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3))
     refine: StageRecipe = field(default_factory=lambda: StageRecipe(
         "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
         extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
@@ -124,18 +123,55 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
 
+def _t2i_experiment() -> RecipeConfig:
+    """The text-reading experiment of docs/tiny-shapes.md ("Can a text-reading initialisation help?"): a t2i stage
+    (1,200 steps of 32 frames, half of them at t >= 950), then the base stage from its spatial layers with half of
+    its samples at t >= 950 and gamma 0.5, optionally after a one-shape curriculum with 80 % at t >= 970. Its runs
+    read the direction word better than the shipped recipe's but still far from reliably; not the shipped model."""
+    cfg = RecipeConfig(output_dir="runs/tiny-shapes-t2i")
+    cfg.t2i = StageRecipe("tiny-shapes", steps=1200, batch=32, lr=1e-3, warmup=100, extra={
+        "loss.drop_first_frame": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.1, "loss.drop_image": 0.0,
+        "loss.t_top_share": 0.5, "loss.t_top_min": 950})
+    cfg.curriculum = [StageRecipe("tiny-shapes", steps=1200, batch=2, lr=1e-3, p_two_shapes=0.0, extra={
+        "loss.t_top_share": 0.8, "loss.t_top_min": 970, "optim.spatial_lr_scale": 0.5, "optim.decay_steps": 3000})]
+    cfg.base = StageRecipe("tiny-shapes", steps=3000, batch=2, lr=1e-3, extra={
+        "loss.t_top_share": 0.5, "loss.t_top_min": 950, "optim.spatial_lr_scale": 0.5})
+    return cfg
+
+
+def _text() -> RecipeConfig:
+    """Issue 11's design from the generalisation experiment of docs/tiny-shapes.md ("What breaks the symmetry"):
+    posterior means as training targets (the tiny VAE's posterior noise is 62 % of the latent variance), and a
+    curriculum at the top of the schedule over clips that share their first frames: the four directions of 1, 8,
+    32, then 128 scenes, each stage from the previous one's weights; then the base stage on all clips with half of
+    its samples at t >= 950. At 16 px and 8 frames that curriculum reads the direction word on held-out clips (96 %
+    at t = 999); this full-size recipe has not been run yet."""
+    cfg = RecipeConfig(output_dir="runs/tiny-shapes-text")
+    top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
+           "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
+    cfg.curriculum = [StageRecipe("tiny-shapes", steps=steps, batch=4, lr=1e-3, warmup=20, scenes=n, extra=top)
+                      for n, steps in ((1, 200), (8, 400), (32, 400), (128, 400))]
+    cfg.base = StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3, extra={
+        "loss.t_top_share": 0.5, "loss.t_top_min": 950, "model.sample_posterior": False})
+    return cfg
+
+
 def _smoke() -> RecipeConfig:
-    """A few steps of everything (tests, and a first look at the commands)."""
-    cfg = RecipeConfig(output_dir="runs/tiny-shapes-smoke", train_clips=64, num_frames=4)
+    """A few steps of everything, the optional stages included (tests, and a first look at the commands)."""
+    cfg = _t2i_experiment()
+    cfg.output_dir, cfg.train_clips, cfg.num_frames = "runs/tiny-shapes-smoke", 64, 4
     cfg.vae.steps, cfg.vae.batches = 4, (4, 2)
     cfg.base_vae.steps, cfg.base_vae.batches = 2, (4,)
     cfg.t2i.steps, cfg.t2i.batch, cfg.t2i.warmup = 2, 4, 1
+    cfg.curriculum = [dataclasses.replace(st, steps=2, batch=2, warmup=1, extra={**st.extra, "optim.decay_steps": 2})
+                      for st in _text().curriculum[:2]]
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
     return cfg
 
 
-RECIPES: dict[str, Callable[[], RecipeConfig]] = {"tiny-shapes": RecipeConfig, "smoke": _smoke}
+RECIPES: dict[str, Callable[[], RecipeConfig]] = {"tiny-shapes": RecipeConfig, "tiny-shapes-text": _text,
+                                                   "tiny-shapes-t2i": _t2i_experiment, "smoke": _smoke}
 
 
 def recipe(name: str) -> RecipeConfig:
@@ -283,10 +319,8 @@ def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: L
 
 # =============================================================================================== UNets
 def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  # noqa: ANN201
-    """The `TrainConfig` of the t2i, base or refine stage (t2i trains the base UNet on one-frame clips)."""
-    s = {"t2i": cfg.t2i, "base": cfg.base, "refine": cfg.refine}[stage]
-    if s is None:
-        raise InputError(f"this recipe has no {stage} stage")
+    """The `TrainConfig` of the t2i, curriculum-<i>, base or refine stage (t2i: the base UNet on one-frame clips)."""
+    s = stage_recipe(cfg, stage)
     size = cfg.refine_size if stage == "refine" else cfg.base_size
     changes: dict[str, Any] = {
         "stage": "refine" if stage == "refine" else "base", "output_dir": str(out), "max_steps": s.steps,
@@ -307,20 +341,33 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
     if stage == "t2i":
         return SampleDataset(ShapesFramesDataset("train", cfg.train_clips, size=cfg.base_size,
                                                  num_frames=cfg.num_frames))
-    size = cfg.base_size if stage == "base" else cfg.refine_size
-    return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames))
+    s = stage_recipe(cfg, stage)
+    size = cfg.refine_size if stage == "refine" else cfg.base_size
+    if s.scenes is not None:
+        return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames))
+    return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames,
+                                       p_two_shapes=s.p_two_shapes))
+
+
+def stage_recipe(cfg: RecipeConfig, stage: str) -> StageRecipe:
+    """The settings of stage `stage`: t2i, curriculum-<i> (i from 0), base or refine."""
+    named = {"t2i": cfg.t2i, "base": cfg.base, "refine": cfg.refine,
+             **{f"curriculum-{i}": st for i, st in enumerate(cfg.curriculum)}}
+    if named.get(stage) is None:
+        raise InputError(f"this recipe has no {stage} stage")
+    return named[stage]
 
 
 def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log: Log,
-                init: Path | None = None) -> Path:
-    """Train (or resume, or skip when finished) one UNet, its spatial layers from `init` (a UNet folder) if given;
-    -> its final checkpoint folder."""
+                init: Path | None = None, spatial_only: bool = True) -> Path:
+    """Train (or resume, or skip when finished) one UNet, starting from the UNet folder `init` if given: its spatial
+    layers (`model.sd_init`) or, with `spatial_only=False`, all of it (`model.unet`); -> its final checkpoint."""
     from i2vgen.train import checkpoint as ckpt_io
     from i2vgen.train.trainer import train
 
     tcfg = stage_config(cfg, stage, components, out)
     if init is not None:
-        tcfg = tcfg.replace(**{"model.sd_init": str(init)})
+        tcfg = tcfg.replace(**{"model.sd_init" if spatial_only else "model.unet": str(init)})
     final = ckpt_io.checkpoint_dir(out, tcfg.max_steps)
     if final.is_dir():
         log(f"{stage}: already trained ({final})")
@@ -378,6 +425,11 @@ def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt
     return base_dir, refiner_dir
 
 
+def _weights(ckpt: Path) -> Path:
+    """A checkpoint's EMA weights, or its trained weights for a stage without EMA."""
+    return ckpt / "unet_ema" if (ckpt / "unet_ema").is_dir() else ckpt / "unet"
+
+
 def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
     """A run folder continues only the recipe it was started with (threads and the folder's name aside)."""
     if not path.exists():
@@ -407,7 +459,8 @@ def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | N
 
 
 def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Path, Path]:
-    stages = (("t2i", cfg.t2i), ("base", cfg.base), ("refine", cfg.refine))
+    stages = (("t2i", cfg.t2i), *((f"curriculum-{i}", st) for i, st in enumerate(cfg.curriculum)),
+              ("base", cfg.base), ("refine", cfg.refine))
     for name, preset_name in ((n, st.unet_preset) for n, st in stages if st is not None):
         if preset_name not in UNET_PRESETS:
             raise InputError(f"{name}.unet_preset {preset_name!r} is not a UNet preset")
@@ -431,11 +484,17 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
         timed("components", lambda: write_components(cfg, components, log))
     if not base_components.is_dir():
         timed("base_components", lambda: write_base_components(cfg, components, base_components, log))
-    t2i_ckpt = None
+    init: Path | None = None  # the UNet the next base-stage step starts from
+    spatial_only = True
     if cfg.t2i is not None:
-        t2i_ckpt = timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log))
-    base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log,
-                                                  init=None if t2i_ckpt is None else t2i_ckpt / "unet_ema"))
+        init = _weights(timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log)))
+    for i in range(len(cfg.curriculum)):
+        name = f"curriculum-{i}"
+        init = _weights(timed(name, lambda: train_stage(cfg, name, base_components, out / name, log, init,
+                                                        spatial_only)))
+        spatial_only = False
+    base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log, init,
+                                                  spatial_only))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
     notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
              "torch": torch.__version__, "threads": torch.get_num_threads()}
