@@ -55,6 +55,7 @@ def test_generate_on_a_users_drawing_with_the_builtin_model(tmp_path):
                  "a blue square moves up", "--output", str(out), "--steps", "10", "--seed", "0", "--quiet"]) == 0
     meta = json.loads((tmp_path / "square.mp4.json").read_text())
     assert (meta["width"], meta["height"], meta["frames"], meta["fps_condition"]) == (32, 32, 16, 8)
+    assert meta["timestep_spacing"] == "trailing"  # the folder's suggestion: the first step at t = 999
     assert out.stat().st_size > 0
 
 
