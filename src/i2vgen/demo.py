@@ -1,8 +1,8 @@
 """`i2vgen demo` / `make demo`: the whole two-stage pipeline, offline, on the embedded tiny-shapes model.
 
 A shipped picture (`assets/samples/red-circle.png`, a red circle on light grey) and a prompt go through the base stage
-at 32x32 (CLIP text and image encoders, VAE, the I2VGen-XL base UNet, DDIM with classifier-free guidance), then the
-refiner at 64x64; the result is written as demo.mp4 and demo.gif with a JSON sidecar. To show that the prompt
+at 32x32 (CLIP text and image encoders, VAE, the I2VGen-XL base UNet, DPM-Solver++ with classifier-free guidance),
+then the refiner at 64x64; the result is written as demo.mp4 and demo.gif with a JSON sidecar. To show that the prompt
 steers the motion, the same picture is also animated with the four directions ("a red circle moves left / right /
 up / down", base stage, same seed) side by side in demo-directions.gif and .mp4. Installations without the
 embedded model (it is package data) fall back to a tiny model with random weights and say so.
@@ -31,7 +31,7 @@ from i2vgen.pipelines.common import (
 PROMPT = "a red circle moves right"
 DIRECTION_PROMPTS = tuple(f"a red circle moves {d}" for d in ("left", "right", "up", "down"))
 SAMPLE_IMAGE = ASSETS / "samples" / "red-circle.png"
-BASE_STEPS, REFINE_STEPS = 25, 20
+BASE_SAMPLER, BASE_STEPS, REFINE_STEPS = "dpmpp-2m", 10, 20
 RANDOM_WEIGHTS_NOTE = """\
 NOTE: the embedded tiny-shapes model is missing from this installation. The demo runs the complete pipeline on a
 tiny model with RANDOM weights instead, so the video shows noise, not motion."""
@@ -61,28 +61,31 @@ def run(out_dir: Path, seed: int = 0) -> int:
     generator = torch.Generator().manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         if trained:
-            from i2vgen.pipelines.cascade import I2VGenCascadePipeline
+            from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
-            # the folder's suggestions, chosen on held-out clips (docs/tiny-shapes.md): guidance 2.0, strength 0.3
+            # the folder's suggestions, chosen on held-out clips (docs/tiny-shapes.md): guidance 2.0, strength 0.3,
+            # the trailing grid
             d = model_defaults("tiny-shapes")
             guidance, strength = d.get("guidance_scale", REFERENCE_GUIDANCE), d.get("refine_strength", REFERENCE_STRENGTH)
-            pipe = I2VGenCascadePipeline.from_pretrained("tiny-shapes", "tiny-shapes-refiner")
-            frames = pipe(sample_image(), PROMPT, num_frames=16, width=32, height=32, refine_width=64,
-                          refine_height=64, strength=strength, generator=generator,
-                          base_kwargs={"target_fps": 8, "num_inference_steps": BASE_STEPS, "guidance_scale": guidance,
-                                       "timestep_spacing": d.get("timestep_spacing")},
-                          refine_kwargs={"num_inference_steps": REFINE_STEPS})[0]
-            meta = {"model": "tiny-shapes + tiny-shapes-refiner", "base": {"size": "32x32", "sampler": "ddim",
+            base = I2VGenPipeline.from_pretrained("tiny-shapes")
+            refiner = I2VGenRefinePipeline.from_pretrained("tiny-shapes-refiner")
+            base_kw = {"num_frames": 16, "width": 32, "height": 32, "target_fps": 8, "sampler": BASE_SAMPLER,
+                       "num_inference_steps": BASE_STEPS, "guidance_scale": guidance,
+                       "timestep_spacing": d.get("timestep_spacing")}
+            # the picture with each of the four prompts (same seed); the one of PROMPT also goes through the refiner
+            tiles = []
+            for prompt in DIRECTION_PROMPTS:
+                gen = torch.Generator().manual_seed(seed)
+                video = base(sample_image(), prompt, generator=gen, output_type="pt", **base_kw)  # (1, 3, F, H, W)
+                tiles.append(video[0].permute(1, 2, 3, 0).numpy())  # (F, H, W, 3) in [0, 1]
+                if prompt == PROMPT:
+                    frames = refiner(video, PROMPT, width=64, height=64, strength=strength,
+                                     num_inference_steps=REFINE_STEPS, generator=gen, output_type="np")[0]
+            grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (16, 64, 256, 3)
+            meta = {"model": "tiny-shapes + tiny-shapes-refiner", "base": {"size": "32x32", "sampler": BASE_SAMPLER,
                     "steps": BASE_STEPS, "guidance": guidance, "timestep_spacing": d.get("timestep_spacing")},
                     "refine": {"size": "64x64", "sampler": "dpmpp-2m-sde", "steps": REFINE_STEPS,
                                "strength": strength}}
-            # control: the same picture with the four directions, base stage only, side by side
-            tiles = [pipe.base(sample_image(), p, num_frames=16, width=32, height=32, target_fps=8,
-                               num_inference_steps=BASE_STEPS, guidance_scale=guidance,
-                               timestep_spacing=d.get("timestep_spacing"),
-                               generator=torch.Generator().manual_seed(seed), output_type="np")[0]
-                     for p in DIRECTION_PROMPTS]  # 4 x (16, 32, 32, 3)
-            grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (16, 64, 256, 3)
             directions_meta = {**meta["base"], "prompts": list(DIRECTION_PROMPTS), "seed": seed,
                                "layout": "left to right: " + ", ".join(DIRECTION_PROMPTS) + " (2x nearest up-scaling)"}
         else:
