@@ -13,6 +13,13 @@ folder's frozen VAE and CLIP encoders, at `--size` pixels and `--frames` frames.
 (unseen), at t = 999 / 950: the share whose true caption has the lowest loss among the four directions (chance
 25 %) and the mean gap. N = 1 is the two-clip experiment with four directions; growing N moves from memorising
 (seen >> unseen) towards reading the word (seen = unseen).
+
+The curriculum of docs/tiny-shapes.md (section 4), each step from the previous one's weights (`--init`):
+
+    P="--set model.sample_posterior=false -o runs/generalisation"; R=runs/generalisation/runs
+    python benchmarks/shapes_text_generalisation.py 1 --steps 200 $P --name cur-n1
+    python benchmarks/shapes_text_generalisation.py 8 --steps 400 $P --init $R/cur-n1/unet --name cur-n8
+    ... 32 and 128 (400 steps each), 1024 (600 steps), the same way; the control: 128 --steps 1400 $P
 """
 
 from __future__ import annotations
@@ -94,7 +101,8 @@ def main() -> int:
     base.unet = result.unet.eval()
     save_unet(result.unet, out / "runs" / name / "unet")
     heldout = one_shape_clips("heldout", 24, args.size, args.frames, args.centre)
-    row = {"n": args.n, "centre": args.centre, "init": args.init, "clips": len(data), "steps": args.steps, "size": args.size, "frames": args.frames, **extra,
+    row = {"n": args.n, "centre": args.centre, "init": args.init, "clips": len(data), "steps": args.steps,
+           "size": args.size, "frames": args.frames, **extra,
            "loss_last_50": float(np.mean(result.losses[-50:])), "seen": probe(base, train_clips[:24]),
            "unseen": probe(base, heldout), "seconds": round(time.perf_counter() - t0, 1)}
     (out / f"{name}.json").write_text(json.dumps(row, indent=1) + "\n")

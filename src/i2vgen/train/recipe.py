@@ -18,6 +18,7 @@ Five stages, each resumable (a finished stage is skipped when the recipe runs ag
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -490,9 +491,8 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
         init = _weights(timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log)))
     for i in range(len(cfg.curriculum)):
         name = f"curriculum-{i}"
-        init = _weights(timed(name, lambda: train_stage(cfg, name, base_components, out / name, log, init,
-                                                        spatial_only)))
-        spatial_only = False
+        stage = functools.partial(train_stage, cfg, name, base_components, out / name, log, init, spatial_only)
+        init, spatial_only = _weights(timed(name, stage)), False
     base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log, init,
                                                   spatial_only))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))

@@ -835,10 +835,10 @@ def write_sample(cfg: TrainConfig, step: int, net: UNet3D, frozen: Frozen, src: 
 # =============================================================================================== text-use probe
 class TextProbeRunner:
     """The trainer's text-use probe (`i2vgen.train.text_probe`) on the dataset's last `log.text_probe_samples`
-    entries with distinct captions: posterior-mean latents and conditions computed once; each run appends to text_probe.csv, writes
-    TensorBoard scalars text/gap_<t> and text/rel_gap_<t>, prints one line, and a warning while the relative gap
-    stays below `log.text_probe_warn` at every probed t. It draws its noise from its own generator and leaves the
-    training random state alone, so runs with and without it train identically."""
+    entries with distinct captions: posterior-mean latents and conditions computed once; each run appends to
+    text_probe.csv, writes TensorBoard scalars text/gap_<t> and text/rel_gap_<t>, prints one line, and a warning
+    while the relative gap stays below `log.text_probe_warn` at every probed t. It draws its noise from its own
+    generator and leaves the training random state alone, so runs with and without it train identically."""
 
     def __init__(self, cfg: TrainConfig, batch: dict[str, Tensor], order: list[int], out: Path,
                  timesteps: tuple[int, ...]) -> None:
