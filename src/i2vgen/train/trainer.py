@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None,
         else None
     schedule = base_alphas_cumprod() if cfg.stage == "base" else refiner_alphas_cumprod()
     log = RunLog(out, cfg, procs, step, counters)
-    probe = TextProbeRunner.build(cfg, dataset, frozen, null_text, device, out, step) \
+    probe = TextProbeRunner.build(cfg, dataset, frozen, device, out, step) \
         if cfg.log.text_probe_every and (procs.is_main or cfg.parallel == "fsdp") else None
 
     # ---- 7. the loop: one optimizer step per iteration, over grad_accum micro-batches
@@ -846,8 +846,8 @@ class TextProbeRunner:
         self.path = out / "text_probe.csv"
 
     @classmethod
-    def build(cls, cfg: TrainConfig, dataset: Any, frozen: Frozen, null_text: Tensor, device: torch.device,
-              out: Path, step: int) -> TextProbeRunner | None:
+    def build(cls, cfg: TrainConfig, dataset: Any, frozen: Frozen, device: torch.device, out: Path,
+              step: int) -> TextProbeRunner | None:
         from i2vgen.train.text_probe import shuffled_order
 
         # the last entries with distinct captions (looking back at most 32 per sample wanted)
