@@ -427,7 +427,7 @@ def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt
     return base_dir, refiner_dir
 
 
-def _weights(ckpt: Path) -> Path:
+def stage_weights(ckpt: Path) -> Path:
     """A checkpoint's EMA weights, or its trained weights for a stage without EMA."""
     return ckpt / "unet_ema" if (ckpt / "unet_ema").is_dir() else ckpt / "unet"
 
@@ -489,11 +489,11 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
     init: Path | None = None  # the UNet the next base-stage step starts from
     spatial_only = True
     if cfg.t2i is not None:
-        init = _weights(timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log)))
+        init = stage_weights(timed("t2i", lambda: train_stage(cfg, "t2i", base_components, out / "t2i", log)))
     for i in range(len(cfg.curriculum)):
         name = f"curriculum-{i}"
         stage = functools.partial(train_stage, cfg, name, base_components, out / name, log, init, spatial_only)
-        init, spatial_only = _weights(timed(name, stage)), False
+        init, spatial_only = stage_weights(timed(name, stage)), False
     base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log, init,
                                                   spatial_only))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
