@@ -12,7 +12,7 @@ from i2vgen.errors import InputError
 from i2vgen.train.config import LossConfig
 from i2vgen.train.text_probe import caption_gap, shuffled_order
 from i2vgen.train.trainer import sample_timesteps, train
-from tests.test_train import tiny_config
+from test_train import tiny_config
 
 
 def _draw(n: int = 20000, **kw) -> torch.Tensor:  # noqa: ANN003
