@@ -17,7 +17,6 @@ the word at all). JSON out: {"t": [...], "accuracy": [...], "accuracy_last_frame
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -29,7 +28,7 @@ import torch
 from i2vgen.diffusion.schedule import base_alphas_cumprod
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import local_model_path
-from i2vgen.shapes import make_clip, render, split_seeds
+from i2vgen.shapes import make_clip, split_seeds, with_direction
 
 DIRECTIONS = ("left", "right", "up", "down")
 TIMESTEPS = (999, 995, 990, 985, 980, 975, 970, 960, 950, 940, 920, 900, 850, 800, 700, 600, 400)
@@ -53,8 +52,7 @@ def main() -> int:
     gen = torch.Generator().manual_seed(0)
     for clip in clips:
         shape = clip.shapes[0]
-        videos = [render([dataclasses.replace(shape, direction=d)], clip.background, size=clip.frames.shape[1],
-                         num_frames=clip.frames.shape[0], gradient=clip.gradient)[0] for d in DIRECTIONS]
+        videos = [with_direction(clip, d).frames for d in DIRECTIONS]
         frames = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1)  # (4,3,F,H,W)
         with torch.no_grad():
             z = vae.encode(frames, sample=False).double()  # (4, 4, F, h, w)

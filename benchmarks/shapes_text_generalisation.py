@@ -49,7 +49,7 @@ DIRECTIONS = ("left", "right", "up", "down")
 def one_shape_clips(split: str, n: int, size: int, frames: int, centre: bool = False) -> list[shapes.ShapesClip]:
     """The first n one-shape clips of `split`; with `centre`, every shape starts in the middle of the frame."""
     found = [shapes.make_clip(s, size=size, num_frames=frames, num_shapes=1)
-             for s in shapes.split_seeds(split, n + 100)][:n]
+             for s in shapes.split_seeds(split, n)]
     if centre:
         found = [four_directions(c, start=(0.5, 0.5))[DIRECTIONS.index(c.shapes[0].direction)] for c in found]
     return found

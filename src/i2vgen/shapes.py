@@ -116,12 +116,15 @@ class ShapesClip:
         return self.frames[0]
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def caption(shapes: tuple[Shape, ...] | list[Shape]) -> str:
     """'a red circle moves left', 'an orange square moves up and grows and a blue triangle moves right'."""
     clauses = []
     for s in shapes:
-        article = "an" if s.colour[0] in "aeiou" else "a"
-        clauses.append(f"{article} {s.colour} {s.kind} moves {s.direction}" + (f" and {s.scale}" if s.scale else ""))
+        clauses.append(f"{_article(s.colour)} {s.colour} {s.kind} moves {s.direction}" + (f" and {s.scale}" if s.scale else ""))
     return " and ".join(clauses)
 
 
@@ -200,8 +203,7 @@ def place_caption(clip: ShapesClip, frame: int) -> str:
         words = ["up" if y < -PLACE_MARGIN else "down" if y > PLACE_MARGIN else "",
                  "left" if x < -PLACE_MARGIN else "right" if x > PLACE_MARGIN else ""]
         place = " ".join(w for w in words if w)
-        article = "an" if shape.colour[0] in "aeiou" else "a"
-        clauses.append(f"{article} {shape.colour} {shape.kind}" + (f" is {place}" if place else ""))
+        clauses.append(f"{_article(shape.colour)} {shape.colour} {shape.kind}" + (f" is {place}" if place else ""))
     return " and ".join(clauses) + f" on a {clip.background} background"
 
 

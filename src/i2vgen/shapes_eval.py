@@ -71,11 +71,9 @@ def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TE
     express (two shapes).
 
     A denoiser that ignores the text has a gap of 0 and picks the true caption 1 time in 4 by chance."""
-    import dataclasses
-
     import torch
 
-    from i2vgen.shapes import render
+    from i2vgen.shapes import with_direction
 
     if len(clip.shapes) != 1:
         return None
@@ -84,10 +82,8 @@ def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TE
     j = _DIRECTIONS.index(true_dir)
     unet = base.unet
     dev = next(unet.parameters()).device
-    num_frames, size = clip.frames.shape[:2]
-    shape = clip.shapes[0]
-    videos = [render([dataclasses.replace(shape, direction=d)], clip.background, size=size, num_frames=num_frames,
-                     gradient=clip.gradient)[0] for d in _DIRECTIONS]  # 4 x (F, H, W, 3); videos[j] is the clip
+    num_frames = clip.frames.shape[0]
+    videos = [with_direction(clip, d).frames for d in _DIRECTIONS]  # 4 x (F, H, W, 3); videos[j] is the clip
     frames = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1)  # (4, 3, F, H, W)
     with torch.no_grad():
         text = base.text_encoder.encode(captions).to(dev, unet.dtype)  # (4, 77, D)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from i2vgen.diffusion import alpha_bar_at
+from i2vgen.diffusion import alpha_bar_at, q_sample, v_target
 
 if TYPE_CHECKING:
     from i2vgen.train.config import TrainConfig
@@ -56,9 +56,8 @@ def caption_gap(net: TextNet, z0: Tensor, text: Tensor, other_text: Tensor, sche
     out: dict[str, float] = {}
     for t in timesteps:
         eps = torch.randn(z0.shape, generator=gen, dtype=torch.float32).to(z0)  # (K, 4, F, h, w)
-        a = float(alpha_bar_at(schedule, torch.tensor([t]))[0])
-        x_t = a ** 0.5 * z0 + (1 - a) ** 0.5 * eps
-        v = a ** 0.5 * eps - (1 - a) ** 0.5 * z0
+        ts = torch.full((k,), t)
+        x_t, v = q_sample(z0, ts, schedule, eps), v_target(z0, eps, alpha_bar_at(schedule, ts).to(z0))
         tt = torch.full((2 * k,), float(t), device=z0.device)
         pred = net(torch.cat([x_t, x_t]), tt, torch.cat([text, other_text]))  # (2K, 4, F, h, w)
         losses = (pred.float() - torch.cat([v, v]).float()).pow(2).flatten(1).mean(1)  # (2K,)
