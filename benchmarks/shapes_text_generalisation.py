@@ -51,7 +51,7 @@ def one_shape_clips(split: str, n: int, size: int, frames: int, centre: bool = F
     found = [shapes.make_clip(s, size=size, num_frames=frames, num_shapes=1)
              for s in shapes.split_seeds(split, n)]
     if centre:
-        found = [four_directions(c, start=(0.5, 0.5))[DIRECTIONS.index(c.shapes[0].direction)] for c in found]
+        found = [shapes.with_direction(c, c.shapes[0].direction, start=(0.5, 0.5)) for c in found]
     return found
 
 
