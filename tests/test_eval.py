@@ -29,12 +29,14 @@ from i2vgen.eval import (
     optical_flow,
     prompt_agreement,
     psnr,
+    refinement_fidelity,
     refinement_gain,
+    resize_like_refiner,
     ssim,
     temporal_flickering,
     track_colours,
 )
-from i2vgen.io import write_sidecar_json, write_video
+from i2vgen.io import sidecar_path_field, write_sidecar_json, write_video
 from i2vgen.shapes import make_clip, split_seeds
 
 RNG = np.random.default_rng(0)
@@ -297,7 +299,7 @@ def test_evaluate_summary_on_ground_truth_clips():
 
 def test_importing_eval_stays_light():
     code = "import sys, i2vgen.eval; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -325,7 +327,7 @@ def test_eval_command(tmp_path, capsys):
     write_sidecar_json(videos / "e.json", {"prompt": clips[0].caption, "base": "../base", "ground_truth": "../truth"})
     parser = argparse.ArgumentParser()
     add_eval_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["eval", str(videos), "--output", str(tmp_path / "summary.json")])
+    args = parser.parse_args(["eval", str(videos), "--json", "--output", str(tmp_path / "summary.json")])
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "summary.json").read_text())
@@ -335,6 +337,8 @@ def test_eval_command(tmp_path, capsys):
     assert [row["video"] for row in saved["per_video"]] == ["a", "b.gif", "c.mp4", "e"]
     assert saved["per_video"][0]["first_frame_ssim"] == pytest.approx(1.0)
     assert saved["per_video"][3]["psnr_gain_db"] == pytest.approx(6.02, abs=0.1)
+    assert saved["per_video"][3]["input_psnr"] > 20 and "detail_gain" in saved["per_video"][3]  # vs its base
+    assert saved["failed"] == [] and saved["warnings"] == []
     assert saved["mean"]["motion_top5"] > 0
     # Fréchet distance against a reference folder, with a local TorchScript extractor
     net = torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(3 * 16 * 32 * 32, 4))
@@ -343,7 +347,7 @@ def test_eval_command(tmp_path, capsys):
     reference.mkdir()
     for i, clip in enumerate(clips):
         write_video(clip.frames, reference / f"{i}.gif", fps=8)
-    args = parser.parse_args(["eval", str(reference), "--no-flow", "--fvd-reference", str(reference),
+    args = parser.parse_args(["eval", str(reference), "--json", "--no-flow", "--fvd-reference", str(reference),
                               "--feature-extractor", str(tmp_path / "fx.pt")])
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -351,3 +355,111 @@ def test_eval_command(tmp_path, capsys):
     assert printed["skipped"] == ["0.gif", "1.gif", "2.gif"]  # no prompts: no per-video metrics, FVD still
     with pytest.raises(InputError):
         args.func(parser.parse_args(["eval", str(tmp_path / "nowhere")]))
+
+
+def _run_eval(capsys, *argv: str) -> tuple[int, str, str]:
+    """`i2vgen eval ARGV` in this process → (exit status, stdout, stderr)."""
+    parser = argparse.ArgumentParser()
+    add_eval_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", *argv])
+    status = args.func(args)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _noise_clip(seed: int, frames: int = 4, size: tuple[int, int] = (32, 32)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (frames, *size, 3), dtype=np.uint8)
+
+
+def test_eval_reports_a_corrupt_video_and_evaluates_the_rest(tmp_path, capsys):
+    for name, seed in (("a.gif", 1), ("c.gif", 2)):
+        write_video(_noise_clip(seed), tmp_path / name, fps=8)
+        write_sidecar_json(tmp_path / f"{name}.json", {"prompt": "a noisy clip"})
+    (tmp_path / "b.mp4").write_bytes(b"not a video" * 100)
+    write_sidecar_json(tmp_path / "b.mp4.json", {"prompt": "a broken clip"})
+    status, out, err = _run_eval(capsys, str(tmp_path), "--no-flow", "--json")
+    assert status == 1
+    summary = json.loads(out)
+    assert summary["count"] == 2 and summary["n"]["temporal_flickering"] == 2
+    assert [f["video"] for f in summary["failed"]] == [str(tmp_path / "b.mp4")]
+    errors = [line for line in err.splitlines() if "b.mp4" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"i2vgen: error: {tmp_path / 'b.mp4'}: ")
+    status, out, err = _run_eval(capsys, str(tmp_path), "--no-flow")  # the table: the good ones, no b.mp4
+    names = [line.split()[0] for line in out.splitlines()]
+    assert status == 1 and "a.gif" in names and "c.gif" in names and "b.mp4" not in names
+    write_sidecar_json(tmp_path / "b.mp4.json", {})  # no prompt: skipped before reading, not a failure
+    status, _, err = _run_eval(capsys, str(tmp_path), "--no-flow")
+    assert status == 0 and "b.mp4: skipped" in err
+
+
+def test_eval_from_another_working_directory(tmp_path, monkeypatch, capsys):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "out").mkdir(parents=True)
+    elsewhere.mkdir()
+    clip = _noise_clip(3)
+    from PIL import Image
+
+    Image.fromarray(clip[0]).save(project / "input.png")
+    write_video(clip, project / "out" / "v", fps=8)  # PNG frames: lossless, so the first frame is the image
+    sidecar = project / "out" / "v.json"
+    write_sidecar_json(sidecar, {"prompt": "a noisy clip", "image": "input.png"})  # relative to where it ran
+    monkeypatch.chdir(project)
+    status, out, err = _run_eval(capsys, "out", "--no-flow", "--json")
+    assert status == 0 and json.loads(out)["n"]["first_frame_ssim"] == 1 and "warning" not in err
+    monkeypatch.chdir(elsewhere)  # the old relative path is found neither here nor next to the sidecar: said so
+    status, out, err = _run_eval(capsys, str(project / "out"), "--no-flow", "--json")
+    assert status == 0 and "first_frame_ssim" not in json.loads(out)["n"]
+    warnings = [line for line in err.splitlines() if line.startswith("i2vgen: warning:")]
+    assert len(warnings) == 1 and str(project / "out" / "v") in warnings[0] and "'input.png'" in warnings[0]
+    assert sidecar_path_field(project / "input.png", sidecar) == "../input.png"
+    write_sidecar_json(sidecar, {"prompt": "a noisy clip", "image": sidecar_path_field("../project/input.png",
+                                                                                          sidecar)})
+    status, out, err = _run_eval(capsys, str(project / "out"), "--no-flow", "--json", "-o", "summary.json")
+    saved = json.loads((elsewhere / "summary.json").read_text())
+    assert status == 0 and "warning" not in err and saved["per_video"][0]["first_frame_ssim"] == pytest.approx(1)
+    assert sidecar_path_field("/nonexistent-i2vgen/x.png", sidecar) == "/nonexistent-i2vgen/x.png"  # only / shared
+
+
+def test_eval_refine_sidecar_gets_the_refinement_figures(tmp_path, monkeypatch, capsys):
+    source = _noise_clip(4, frames=6, size=(12, 20))  # refined from its first 4 frames (--max-frames 4)
+    write_video(source, tmp_path / "inputs" / "in", fps=8)
+    out = tmp_path / "out"
+    faithful = resize_like_refiner(source[:4], (24, 24), "crop")  # what a refiner that changes nothing gives
+    sharper = np.clip(faithful + _noise_clip(5, size=(24, 24)) / 255 * 0.5 - 0.25, 0, 1)  # added detail
+    for name, frames in (("faithful", faithful), ("sharper", sharper)):
+        write_video(frames, out / name, fps=8)
+        sidecar = out / f"{name}.json"
+        write_sidecar_json(sidecar, {"prompt": "a noisy clip", "stage": "refine", "strength": 0.6, "width": 24,
+                                     "height": 24, "resize": "crop", "frames": 4,
+                                     "input": sidecar_path_field(tmp_path / "inputs" / "in", sidecar)})
+    monkeypatch.chdir(out)
+    status, table, err = _run_eval(capsys, ".", "--no-flow", "-o", str(tmp_path / "summary.json"))
+    assert status == 0 and "warning" not in err
+    rows = {row["video"]: row for row in json.loads((tmp_path / "summary.json").read_text())["per_video"]}
+    assert rows["faithful"]["input_psnr"] > 45 and rows["faithful"]["input_ssim"] > 0.99  # uint8 rounding only
+    assert rows["faithful"]["detail_gain"] == pytest.approx(1, abs=0.01)
+    assert rows["sharper"]["detail_gain"] > 1.05 and rows["sharper"]["input_psnr"] < rows["faithful"]["input_psnr"]
+    assert "psnr_gain_db" not in rows["sharper"]  # no ground truth: no gain over bicubic
+    assert table.splitlines()[0].split()[-3:] == ["in_psnr", "in_ssim", "detail"]
+    stretched = refinement_fidelity(source[:4], faithful, resize="stretch")  # the wrong geometry scores worse
+    assert stretched["input_psnr"] < rows["faithful"]["input_psnr"] - 10
+
+
+def test_eval_table_has_a_header_and_a_mean_row(tmp_path, capsys):
+    for i in range(3):
+        write_video(_noise_clip(10 + i, frames=3), tmp_path / f"{i}.gif", fps=8)
+        write_sidecar_json(tmp_path / f"{i}.gif.json", {"prompt": "a red circle moves left"})
+    status, out, _ = _run_eval(capsys, str(tmp_path), "-o", str(tmp_path / "summary.json"))
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 7 and len({len(line) for line in lines}) == 1  # aligned
+    assert lines[0].split() == ["video", "dir_ok", "drift", "drift_max", "flicker", "motion", "motion5"]
+    assert set(lines[1]) == set(lines[5]) == {"-", " "}
+    assert [line.split()[0] for line in lines[2:5]] == ["0.gif", "1.gif", "2.gif"]
+    assert lines[2].split()[1] in ("yes", "no") and lines[6].split()[0] == "mean"
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    drift = np.mean([row["colour_drift_mean"] for row in saved["per_video"]])
+    assert float(lines[6].split()[2]) == pytest.approx(drift, abs=0.005)
+    status, out, _ = _run_eval(capsys, str(tmp_path), "--json")
+    summary = json.loads(out)
+    assert summary["count"] == 3 and summary["mean"]["colour_drift_mean"] == pytest.approx(drift)
+    assert summary["failed"] == [] and summary["skipped"] == []

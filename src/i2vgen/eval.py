@@ -11,6 +11,7 @@ torch and the shapes module are imported inside the functions that use them, so 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from i2vgen.errors import InputError
+from i2vgen.errors import I2VGenError, InputError
 
 Frames = np.ndarray  # (F, H, W, 3) or (H, W, 3), uint8 or float in [0, 1]
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights (MATLAB rgb2gray)
@@ -217,7 +218,7 @@ def _blur(t: Any, sigma: float) -> Any:
     """Separable Gaussian blur of (N, 1, H, W), radius 3 sigma, replicate padding."""
     import torch.nn.functional as F
 
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     g = _gaussian(2 * radius + 1, sigma)
     t = F.conv2d(F.pad(t, (radius, radius, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
     return F.conv2d(F.pad(t, (0, 0, radius, radius), mode="replicate"), g.view(1, 1, -1, 1))
@@ -256,7 +257,7 @@ def motion_magnitude(video: Frames, *, max_side: int = 256) -> dict[str, float]:
         raise InputError("motion magnitude needs at least 2 frames")
     v, k = _reduce(v, max_side)
     means, tops = [], []
-    for f0, f1 in zip(v[:-1], v[1:]):
+    for f0, f1 in itertools.pairwise(v):
         mag = np.linalg.norm(optical_flow(f0 / 255, f1 / 255), axis=-1).ravel() * k
         n = max(1, int(mag.size * 0.05))
         means.append(mag.mean())
@@ -398,20 +399,60 @@ def bicubic_upscale(frames: Frames, size: tuple[int, int]) -> np.ndarray:
     return (up.clamp(0, 255) / 255).permute(0, 2, 3, 1).numpy()
 
 
-def refinement_gain(base: Frames, refined: Frames, ground_truth: Frames) -> dict[str, float]:
+def resize_like_refiner(frames: Frames, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
+    """`bicubic_upscale` to `size` = (height, width) with the refiner's geometry (`pipelines.refine.resize_frames`):
+    "stretch" to the size, or "crop": scale to cover it, then take the centre."""
+    height, width = size
+    if resize == "stretch":
+        return bicubic_upscale(frames, size)
+    if resize != "crop":
+        raise InputError(f"resize must be 'stretch' or 'crop', got {resize!r}")
+    h, w = np.shape(frames)[-3:-1]
+    s = max(width / w, height / h)
+    cover = (max(height, round(h * s)), max(width, round(w * s)))
+    top, left = (cover[0] - height) // 2, (cover[1] - width) // 2
+    return bicubic_upscale(frames, cover)[:, top:top + height, left:left + width]
+
+
+def refinement_gain(
+    base: Frames, refined: Frames, ground_truth: Frames, *, resize: str = "stretch"
+) -> dict[str, float]:
     """Refinement against its baseline: PSNR and SSIM (luma, `psnr` / `ssim`) of the `refined` frames and of the
-    bicubic up-scaling of the `base` frames, both against `ground_truth` (same size as `refined`); gains are
-    refined minus bicubic (dB for PSNR)."""
+    bicubic up-scaling of the `base` frames (`resize_like_refiner`), both against `ground_truth` (same size as
+    `refined`); gains are refined minus bicubic (dB for PSNR)."""
     ref = _frames(refined, "refined") / 255
     gt = _frames(ground_truth, "ground_truth") / 255
     _same_shape(ref, gt, "refinement_gain")
-    up = bicubic_upscale(base, gt.shape[1:3])
+    up = resize_like_refiner(base, gt.shape[1:3], resize)
     _same_shape(up, gt, "refinement_gain (base frames)")
     out = {"psnr_refined": psnr(ref, gt), "psnr_bicubic": psnr(up, gt), "ssim_refined": ssim(ref, gt),
            "ssim_bicubic": ssim(up, gt)}
     out["psnr_gain_db"] = out["psnr_refined"] - out["psnr_bicubic"]
     out["ssim_gain"] = out["ssim_refined"] - out["ssim_bicubic"]
     return out
+
+
+def detail(video: Frames) -> float:
+    """Fine detail in a clip: the mean gradient magnitude of luma (central differences, one-sided at the borders,
+    0-255 scale) over all pixels and frames."""
+    y = _frames(video, "video") @ np.asarray(LUMA)  # (F, H, W)
+    if min(y.shape[1:]) < 2:
+        raise InputError(f"detail needs frames of at least 2x2 pixels, got {y.shape[2]}x{y.shape[1]}")
+    gy, gx = np.gradient(y, axis=(1, 2))
+    return float(np.hypot(gx, gy).mean())
+
+
+def refinement_fidelity(base: Frames, refined: Frames, *, resize: str = "stretch") -> dict[str, float]:
+    """Refinement without a ground truth, against the refiner's input `base` up-scaled to the refined size
+    (`resize_like_refiner`, bicubic): input_psnr / input_ssim (luma) say how far the refiner moved away from its
+    input, detail_gain = `detail`(refined) / `detail`(up-scaled input) how much finer detail it added (1: none;
+    inf when the up-scaled input is flat and the refined clip is not)."""
+    ref = _frames(refined, "refined") / 255
+    up = resize_like_refiner(base, ref.shape[1:3], resize)
+    _same_shape(up, ref, "refinement_fidelity (input frames)")
+    d_ref, d_up = detail(ref), detail(up)
+    gain = d_ref / d_up if d_up > 0 else (math.inf if d_ref > 0 else 1.0)
+    return {"input_psnr": psnr(ref, up), "input_ssim": ssim(ref, up), "detail_gain": gain}
 
 
 # ----------------------------------------------------------------------------------------- Fréchet distance
@@ -523,11 +564,13 @@ def evaluate_video(
     flow: bool = True,
     base: Frames | None = None,
     ground_truth: Frames | None = None,
+    resize: str = "stretch",
 ) -> dict[str, Any]:
     """Every metric that applies to one video, as a flat dict: direction_correct (when the prompt names a colour
     and a direction), first_frame_psnr/ssim (with the input `image`), colour_drift_mean/max,
-    temporal_flickering, motion_mean/top5 (with `flow`), and the `refinement_gain` entries (with the `base`
-    output and the `ground_truth` clip; `video` is then the refined clip)."""
+    temporal_flickering, motion_mean/top5 (with `flow`); when `video` is a refined clip, the `refinement_fidelity`
+    entries (with the `base` it refined, resized as `resize`) and the `refinement_gain` entries (with the `base`
+    and the `ground_truth` clip)."""
     video = _frames(video, "video") / 255.0  # converted once
     row: dict[str, Any] = {}
     if prompt is not None:
@@ -543,8 +586,10 @@ def evaluate_video(
         if flow:
             motion = motion_magnitude(video)
             row["motion_mean"], row["motion_top5"] = motion["mean"], motion["top5"]
-    if base is not None and ground_truth is not None:
-        row |= refinement_gain(base, video, ground_truth)
+    if base is not None:
+        row |= refinement_fidelity(base, video, resize=resize)
+        if ground_truth is not None:
+            row |= refinement_gain(base, video, ground_truth, resize=resize)
     return row
 
 
@@ -592,16 +637,43 @@ def evaluate(
 # ---------------------------------------------------------------------------------------------- `i2vgen eval`
 
 
+TABLE_COLUMNS = {  # row key: (table header, number format)
+    "direction_correct": ("dir_ok", ".2f"),
+    "first_frame_psnr": ("ff_psnr", ".2f"),
+    "first_frame_ssim": ("ff_ssim", ".4f"),
+    "colour_drift_mean": ("drift", ".2f"),
+    "colour_drift_max": ("drift_max", ".2f"),
+    "temporal_flickering": ("flicker", ".4f"),
+    "motion_mean": ("motion", ".3f"),
+    "motion_top5": ("motion5", ".3f"),
+    "input_psnr": ("in_psnr", ".2f"),
+    "input_ssim": ("in_ssim", ".4f"),
+    "detail_gain": ("detail", ".3f"),
+    "psnr_gain_db": ("gain_db", ".2f"),
+    "ssim_gain": ("ssim_gain", ".4f"),
+}
+
+
 def add_eval_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `i2vgen eval FOLDER`; the handler (`run_eval`) is stored as `func`."""
     p = subparsers.add_parser(
-        "eval", help="evaluate a folder of generated videos (offline metrics, JSON summary)",
-        description="Evaluate every video in FOLDER (.mp4, .gif, .webp, or a folder of frame_*.png as written by "
-                    "`i2vgen generate`). Each needs a JSON sidecar (NAME.json or NAME.EXT.json) with 'prompt' and "
-                    "optionally 'image' (the input image: first-frame PSNR/SSIM), 'base' and 'ground_truth' "
-                    "(videos: refinement gain over bicubic); without a sidecar, the metadata stored in the video "
-                    "is used. Relative paths are taken from the sidecar's folder, then the current one.")
+        "eval", help="evaluate a folder of generated videos (offline metrics, a table or JSON)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate every video in FOLDER (.mp4, .gif, .webp, or a folder of frame_*.png as written by\n"
+                    "`i2vgen generate`) and print a table: one row per video and their mean. Each video needs a\n"
+                    "JSON sidecar (NAME.json or NAME.EXT.json) with 'prompt' and optionally 'image' (the input\n"
+                    "image: first-frame PSNR/SSIM); a refined video ('stage': 'refine', as `i2vgen refine` writes)\n"
+                    "names its 'input' video, any video may name a 'base' (the clip it refines) and a\n"
+                    "'ground_truth'. Without a sidecar, the metadata stored in the video is used. Relative paths\n"
+                    "are tried from the current folder, then the sidecar's.\n\n"
+                    "A video that cannot be read is reported on one line and left out; the exit status is then 1.",
+        epilog="table columns: dir_ok = the prompt's motion direction is seen (mean: direction accuracy);\n"
+               "ff_psnr/ff_ssim = first frame vs the input image; drift/drift_max = colour drift (0-255);\n"
+               "flicker = VBench temporal flickering; motion/motion5 = optical flow, pixels per frame (mean,\n"
+               "top 5 %); in_psnr/in_ssim/detail = a refined video vs its bicubic up-scaled input (detail > 1:\n"
+               "finer detail added); gain_db/ssim_gain = refined minus bicubic, both against the ground truth.")
     p.add_argument("folder", help="folder of generated videos")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--output", "-o", default=None, help="write the summary with per-video rows here (JSON)")
     p.add_argument("--no-flow", action="store_true", help="skip the optical-flow motion magnitude (faster)")
     p.add_argument("--fvd-reference", default=None, help="folder of reference videos for the Fréchet distance")
@@ -638,63 +710,160 @@ def _sidecar(video: Path) -> dict[str, Any]:
     return read_metadata(video)
 
 
-def _resolve(value: Any, base_dir: Path, video: Path) -> Path | None:
-    """A sidecar path: absolute, or relative to the sidecar's folder, then to the current folder."""
-    if not isinstance(value, str) or not value:
-        return None
+def resolve_sidecar_path(value: str, sidecar_folder: Path) -> Path | None:
+    """A path named in a sidecar: as it is when absolute; else from the current folder (sidecars written before
+    `io.sidecar_path_field` hold paths relative to the folder `i2vgen` ran in), then from the sidecar's folder.
+    None when it exists in neither."""
     path = Path(value)
-    for candidate in ([path] if path.is_absolute() else [base_dir / path, Path.cwd() / path]):
+    for candidate in [path] if path.is_absolute() else [path, sidecar_folder / path]:
         if candidate.exists():
             return candidate
-    print(f"i2vgen eval: {video.name}: {value!r} not found, metrics that need it are left out", file=sys.stderr)
     return None
 
 
+def _evaluate_file(path: Path, *, flow: bool, warnings: list[str]) -> dict[str, Any] | None:
+    """One video of the folder → its row, or None when it has no prompt (skipped). An input named by its sidecar
+    that is not found is reported (and added to `warnings`) and the metrics that need it are left out; a video or
+    input that cannot be read raises."""
+    from i2vgen.io import center_crop_wide, load_image, read_video
+
+    meta = _sidecar(path)
+    prompt = meta.get("prompt")
+    if not isinstance(prompt, str):
+        print(f"i2vgen: note: {path}: skipped, no prompt in its sidecar or metadata", file=sys.stderr)
+        return None
+    video, _ = read_video(path)
+    refined = meta.get("stage") == "refine"
+
+    def find(key: str, needed_for: str) -> Path | None:
+        value = meta.get(key)
+        if not isinstance(value, str) or not value:
+            return None
+        found = resolve_sidecar_path(value, path.parent)
+        if found is None:
+            where = "" if Path(value).is_absolute() else f" (tried from {Path.cwd()} and {path.parent})"
+            warnings.append(f"{path}: its {key} {value!r} was not found{where}; {needed_for} left out")
+            print(f"i2vgen: warning: {warnings[-1]}", file=sys.stderr)
+        return found
+
+    image = None
+    if (image_path := find("image", "first-frame PSNR/SSIM")) is not None:
+        h, w = video.shape[1:3]
+        image = np.asarray(center_crop_wide(load_image(image_path), (w, h)))  # as the pipeline crops it
+    base_key = "input" if refined and "base" not in meta else "base"
+    base_path = find(base_key, "the refinement figures (in_psnr, in_ssim, detail)")
+    gt_path = find("ground_truth", "the refinement gain") if base_path else None
+    base = _read_base(base_path, len(video)) if base_path else None
+    gt = read_video(gt_path)[0] if gt_path else None
+    resize = meta.get("resize", "stretch") if refined else "stretch"
+    return {"video": path.name, **evaluate_video(video, prompt, image, flow=flow, base=base, ground_truth=gt,
+                                                 resize=resize)}
+
+
+def _read_base(path: Path, num_frames: int) -> np.ndarray:
+    """The clip a video refines, read as `i2vgen refine` reads its input (a variable frame rate resampled), up to
+    the refined video's frame count (`--max-frames`)."""
+    from i2vgen.pipelines.refine import load_video
+
+    return load_video(path, max_frames=num_frames)[0]
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    """The `i2vgen eval` handler: evaluate the folder, print the summary, optionally write it with the rows."""
+    """The `i2vgen eval` handler: evaluate each video of the folder, print a table (or JSON), optionally write the
+    JSON with the rows; 1 when a video could not be evaluated, else 0."""
     import json
 
-    from i2vgen.io import center_crop_wide, load_image, read_video, write_sidecar_json
+    from i2vgen.io import write_sidecar_json
 
     folder = Path(args.folder)
     paths = find_videos(folder)
     if not paths:
         raise InputError(f"no videos (.mp4, .gif, .webp, PNG-frame folders) in {str(folder)!r}")
+    if bool(args.fvd_reference) != bool(args.feature_extractor):
+        raise InputError("--fvd-reference and --feature-extractor go together")
+    extractor = load_feature_extractor(args.feature_extractor) if args.feature_extractor else None
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    failed: list[dict[str, str]] = []
+    warnings: list[str] = []
     for path in paths:
-        meta = _sidecar(path)
-        prompt = meta.get("prompt")
-        if not isinstance(prompt, str):
-            skipped.append(path.name)
-            print(f"i2vgen eval: skipping {path.name}: no prompt in its sidecar or metadata", file=sys.stderr)
+        try:
+            row = _evaluate_file(path, flow=not args.no_flow, warnings=warnings)
+        except I2VGenError as e:
+            _report_failure(path, e, failed)
             continue
-        video, _ = read_video(path)
-        image = None
-        if (image_path := _resolve(meta.get("image"), path.parent, path)) is not None:
-            h, w = video.shape[1:3]
-            image = np.asarray(center_crop_wide(load_image(image_path), (w, h)))  # as the pipeline crops it
-        base_path = _resolve(meta.get("base"), path.parent, path)
-        gt_path = _resolve(meta.get("ground_truth"), path.parent, path)
-        base = read_video(base_path)[0] if base_path else None
-        gt = read_video(gt_path)[0] if gt_path else None
-        row = {"video": path.name, **evaluate_video(video, prompt, image, flow=not args.no_flow, base=base,
-                                                    ground_truth=gt)}
-        rows.append(row)
-    summary: dict[str, Any] = {"folder": str(folder), **summarize(rows), "skipped": skipped}
-    if args.fvd_reference or args.feature_extractor:
-        if not (args.fvd_reference and args.feature_extractor):
-            raise InputError("--fvd-reference and --feature-extractor go together")
-        extractor = load_feature_extractor(args.feature_extractor)
-        reference = [read_video(p)[0] for p in find_videos(Path(args.fvd_reference))]
-        generated = [read_video(p)[0] for p in paths]
+        if row is None:
+            skipped.append(path.name)
+        else:
+            rows.append(row)
+    summary: dict[str, Any] = {"folder": str(folder), **summarize(rows), "skipped": skipped, "failed": failed,
+                               "warnings": warnings}
+    if extractor is not None:
+        bad = {f["video"] for f in failed}
+        generated = _read_all([p for p in paths if str(p) not in bad], failed)
+        reference = _read_all(find_videos(Path(args.fvd_reference)), failed)
         summary["fvd"] = frechet_video_distance(generated, reference, extractor)
         summary["fvd_counts"] = [len(generated), len(reference)]
-    print(json.dumps(_finite(summary), indent=2))
+    if args.json:
+        print(json.dumps(_finite(summary), indent=2))
+    else:
+        print(format_table(rows, summary))
     if args.output:
         write_sidecar_json(args.output, _finite({**summary, "per_video": rows}))
         print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
+
+
+def _report_failure(path: Path, error: BaseException, failed: list[dict[str, str]]) -> None:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    failed.append({"video": str(path), "error": reason})
+    print(f"i2vgen: error: {path}: {reason}", file=sys.stderr)
+
+
+def _read_all(paths: Sequence[Path], failed: list[dict[str, str]]) -> list[np.ndarray]:
+    """The frames of each readable video; the others are reported and added to `failed`."""
+    from i2vgen.io import read_video
+
+    videos = []
+    for path in paths:
+        try:
+            videos.append(read_video(path)[0])
+        except I2VGenError as e:
+            _report_failure(path, e, failed)
+    return videos
+
+
+def format_table(rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The per-video rows and their mean (`summary["mean"]`) as an aligned text table: the `TABLE_COLUMNS` that
+    some row has, '-' where a row lacks one; the Fréchet distance, when computed, on a line below."""
+    if not rows:
+        lines = ["no videos evaluated"]
+    else:
+        keys = [k for k in TABLE_COLUMNS if any(k in row for row in rows)]
+        header = ["video", *(TABLE_COLUMNS[k][0] for k in keys)]
+        body = [[str(row["video"]), *(_cell(row.get(k), TABLE_COLUMNS[k][1]) for k in keys)] for row in rows]
+        mean = ["mean", *(_cell(summary["mean"].get(k), TABLE_COLUMNS[k][1]) for k in keys)]
+        widths = [max(len(line[i]) for line in (header, *body, mean)) for i in range(len(header))]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+
+        rule = "  ".join("-" * w for w in widths)
+        lines = [line(header), rule, *map(line, body), rule, line(mean)]
+    if "fvd" in summary:
+        n_gen, n_ref = summary["fvd_counts"]
+        lines.append(f"fvd: {summary['fvd']:.4g} ({n_gen} videos vs {n_ref} reference videos)")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not math.isfinite(value):
+        return str(float(value))  # inf, -inf, nan
+    return format(value, fmt)
 
 
 def _finite(value: Any) -> Any:

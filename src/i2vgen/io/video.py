@@ -121,6 +121,21 @@ def write_sidecar_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Pa
     return Path(path)
 
 
+def sidecar_path_field(path: str | os.PathLike[str], sidecar: str | os.PathLike[str]) -> str:
+    """How a sidecar JSON (`sidecar`) should name another file, e.g. the input image or video: relative to the
+    sidecar's folder (forward slashes), so that `i2vgen eval` finds it from any working directory and the folder
+    can be moved with its inputs; absolute when the two share no folder but the root (or lie on different
+    drives), where a relative path would only break more easily."""
+    target, folder = Path(path).resolve(), Path(sidecar).resolve().parent
+    try:
+        common = Path(os.path.commonpath([target, folder]))
+    except ValueError:  # different drives
+        return str(target)
+    if common == Path(common.anchor):
+        return str(target)
+    return Path(os.path.relpath(target, folder)).as_posix()
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
