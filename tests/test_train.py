@@ -63,9 +63,11 @@ def tiny_videos(tmp_path_factory) -> Path:
 
 
 def tiny_config(tmp_path_factory, out: Path, stage: str = "base", **changes) -> TrainConfig:  # noqa: ANN001
-    """The `tiny` preset on the tiny model and clips, 16x16 pixels (8x8 latents), 2 frames."""
+    """The `tiny` preset on the tiny model and clips, 16x16 pixels (8x8 latents), 2 frames, with the 16-wide UNet
+    presets of that model (the training presets' own are 32 wide, as the shipped tiny-shapes encoders)."""
     cfg = preset("tiny" if stage == "base" else "tiny-refine")
     base = {"model.components": str(tiny_model(tmp_path_factory)),
+            "model.unet_preset": "tiny" if stage == "base" else "tiny-refiner",
             "data.sources": str(tiny_videos(tmp_path_factory) / "list.txt"),
             "output_dir": str(out), "data.width": 16, "data.height": 16, "data.num_frames": 2}
     return cfg.replace(**{**base, **changes})

@@ -1,11 +1,12 @@
 """`i2vgen train ...`: the training commands.
 
-    i2vgen train config PRESET [-o cfg.yaml]              write a preset's full configuration to edit
-    i2vgen train base   --config cfg.yaml [--resume DIR]  train the base stage
-    i2vgen train refine --config cfg.yaml [--resume DIR]  train the refinement stage
+    i2vgen train config PRESET [--data LIST] [-o cfg.yaml]  write a preset's full configuration to edit
+    i2vgen train base   --config cfg.yaml [--resume DIR]    train the base stage
+    i2vgen train refine --config cfg.yaml [--resume DIR]    train the refinement stage
 
-`--set KEY=VALUE` (repeatable) changes one dotted field (`--set optim.lr=1e-4 --set data.sources=clips.txt`), the
-value read as YAML. With `--resume` and no `--config`, the checkpoint's own configuration is used. Several
+`--data SOURCE` (repeatable) sets `data.sources`: a file of `video_path|||caption` lines, a CSV, a JSONL or a folder.
+`--set KEY=VALUE` (repeatable) changes one dotted field (`--set optim.lr=1e-4 --set max_steps=500`), the value read
+as YAML. With `--resume` and no `--config`, the checkpoint's own configuration is used. Several
 processes: `torchrun --nproc_per_node 8 -m i2vgen.train.cli train base --config cfg.yaml` (docs/training.md).
 `add_train_commands(subparsers)` registers the commands on the `i2vgen` parser; `main` runs them standalone.
 """
@@ -17,8 +18,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from i2vgen.errors import InputError
+
+if TYPE_CHECKING:
+    from i2vgen.train.config import TrainConfig
 
 
 # = i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch
@@ -35,6 +40,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
         p = sub.add_parser(stage, help=f"train {text}", description=f"Train {text}.")
         p.add_argument("--config", "-c", help="a YAML TrainConfig (see `i2vgen train config`); optional with --resume")
         p.add_argument("--resume", help="continue from a checkpoint folder, or a run folder's latest checkpoint")
+        _add_data_argument(p)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a dotted config field, e.g. optim.lr=1e-4 (repeatable)")
         p.set_defaults(func=run_train, stage=stage)
@@ -44,7 +50,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
     p.add_argument("preset", choices=sorted(PRESETS))
     p.add_argument("--output", "-o", help="YAML file to write (default: print)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_data_argument(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a dotted config field, e.g. max_steps=500 (repeatable)")
     p.set_defaults(func=run_config)
 
     r = subparsers.add_parser(
@@ -65,6 +73,12 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return train
 
 
+def _add_data_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[], metavar="SOURCE",
+                   help="training data, replacing data.sources: a file of 'video_path|||caption' lines (relative "
+                        "paths in it start at its folder), a CSV, a JSONL or a folder; repeatable")
+
+
 def run_recipe_command(args: argparse.Namespace) -> int:
     from i2vgen.train.recipe import recipe, run_recipe
 
@@ -80,10 +94,11 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_sets(cfg, sets: list[str]):  # noqa: ANN001, ANN202
+def _apply_sets(cfg: TrainConfig, sets: list[str], data: list[str] | None = None) -> TrainConfig:
+    """`cfg` with the `--set KEY=VALUE` changes and, when given, `--data` as data.sources."""
     import yaml
 
-    changes = {}
+    changes: dict[str, object] = {"data.sources": [_data_path(d) for d in data]} if data else {}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -95,7 +110,16 @@ def _apply_sets(cfg, sets: list[str]):  # noqa: ANN001, ANN202
     return cfg.replace(**changes) if changes else cfg
 
 
-def load_run_config(config: str | None, resume: str | None, stage: str, sets: list[str]):  # noqa: ANN201
+def _data_path(source: str) -> str:
+    """A `--data` source as an absolute path, so that a written config works from any folder."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"--data {source}: no such file or folder")
+    return os.path.abspath(path)
+
+
+def load_run_config(config: str | None, resume: str | None, stage: str, sets: list[str],
+                    data: list[str] | None = None) -> TrainConfig:
     """The configuration of a `train base|refine` call."""
     from i2vgen.train.checkpoint import find_checkpoint
     from i2vgen.train.config import TrainConfig
@@ -104,7 +128,7 @@ def load_run_config(config: str | None, resume: str | None, stage: str, sets: li
         if resume is None:
             raise InputError("pass --config cfg.yaml (write one with `i2vgen train config PRESET`), or --resume")
         config = str(find_checkpoint(resume) / "config.yaml")
-    cfg = _apply_sets(TrainConfig.load_yaml(config), sets)
+    cfg = _apply_sets(TrainConfig.load_yaml(config), sets, data)
     if cfg.stage != stage:
         raise InputError(f"{config} configures the {cfg.stage} stage; run `i2vgen train {cfg.stage}` "
                          f"(or set stage: {stage})")
@@ -114,7 +138,7 @@ def load_run_config(config: str | None, resume: str | None, stage: str, sets: li
 def run_train(args: argparse.Namespace) -> int:
     from i2vgen.train.trainer import train
 
-    cfg = load_run_config(args.config, args.resume, args.stage, args.set)
+    cfg = load_run_config(args.config, args.resume, args.stage, args.set, args.data)
     result = train(cfg, resume=args.resume)
     if result.checkpoint is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {result.step} steps; last checkpoint {result.checkpoint}", file=sys.stderr)
@@ -124,7 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> int:
     from i2vgen.train.config import preset
 
-    cfg = _apply_sets(preset(args.preset), args.set)
+    cfg = _apply_sets(preset(args.preset), args.set, args.data)
     if args.output:
         cfg.save_yaml(Path(args.output))
         print(f"wrote {args.output}", file=sys.stderr)

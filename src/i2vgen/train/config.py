@@ -5,14 +5,15 @@ field; `TrainConfig.load_yaml(path)` reads it back, and a partial file takes the
 defaults), never a second source of defaults. Unknown keys are refused with their dotted name.
 
 Presets (`PRESETS`, `preset(name)`) are the two phases of the recipe (spec §4, issue 5 item 5) and tiny CPU settings
-for tests:
+(the quick start and tests):
 
 - `i2vgen-xl-base`: phase 1, the base stage from Stable Diffusion 2.1 at low resolution (448x256, 16 frames) for
   semantics and motion;
 - `i2vgen-xl-finetune`: the base stage fine-tuned from the released I2VGen-XL weights (the reference's own training
   config: lr 3e-5, 10 warm-up steps, EMA 0.9999, offset noise 0.1);
 - `i2vgen-xl-refine`: phase 2, the refiner (MS-Vid2Vid-XL architecture) on high-quality 1280x720 clips, t <= 599;
-- `tiny`, `tiny-refine`: CPU-sized runs for tests (`model.components` must name a tiny model folder).
+- `tiny`, `tiny-refine`: CPU-sized runs (seconds) on the shipped `tiny-shapes` / `tiny-shapes-refiner` encoders
+  and VAE, with a new UNet of the matching width; they need only data (`i2vgen train config tiny --data LIST`).
 """
 
 from __future__ import annotations
@@ -489,6 +490,7 @@ def _phase2_refine() -> TrainConfig:
 
 
 def _tiny() -> TrainConfig:
+    # The UNet preset's context width (32) is the shipped components' text width and image projection.
     return TrainConfig(
         stage="base",
         output_dir="runs/tiny",
@@ -497,7 +499,7 @@ def _tiny() -> TrainConfig:
         num_workers=0,
         mixed_precision="no",
         device="cpu",
-        model=ModelConfig(components="", unet_preset="tiny", gradient_checkpointing=False),
+        model=ModelConfig(components="tiny-shapes", unet_preset="tiny-shapes", gradient_checkpointing=False),
         data=DataConfig(num_frames=4, target_fps=8, width=32, height=32),
         optim=OptimConfig(lr=1e-3, warmup_steps=1),
         ema=EMAConfig(decay=0.9),
@@ -509,7 +511,8 @@ def _tiny() -> TrainConfig:
 def _tiny_refine() -> TrainConfig:
     cfg = _tiny()
     cfg.stage, cfg.output_dir = "refine", "runs/tiny-refine"
-    cfg.model.unet_preset = "tiny-refiner"
+    cfg.model.components, cfg.model.unet_preset = "tiny-shapes-refiner", "tiny-shapes-refiner"
+    cfg.data.width = cfg.data.height = 64  # the refiner model's size (a VAE that downsamples 4x: 16x16 latents)
     cfg.loss = LossConfig(t_max=600)
     return cfg
 

@@ -104,10 +104,14 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None,
     on its own shard of the data. `dataset` replaces `VideoTextDataset(cfg.data)` (it must follow the same item
     contract and expose `is_image` and `config`, see `i2vgen.train.data`).
     """
-    # ---- 1. processes, device, output folder
+    # ---- 1. processes, device, output folder; settings that cannot train are refused before anything is loaded
     procs = setup_processes(cfg)
     device, out = procs.device, Path(cfg.output_dir)
     resume_dir = ckpt_io.find_checkpoint(resume) if resume is not None else None
+    if dataset is None and not cfg.data.sources:
+        raise InputError("data.sources is empty: name the training data, e.g. a file of 'video_path|||caption' "
+                         "lines (`--data clips.txt`; docs/training.md, Data)")
+    check_context_width(cfg, resume_dir)
     if resume_dir is None and ckpt_io.list_checkpoints(out):
         raise InputError(f"{out} already holds checkpoints of a run: resume it with --resume {out}, or choose a new "
                          f"output_dir")
@@ -546,13 +550,62 @@ def build_training_unet(cfg: TrainConfig, frozen: Frozen, resume_dir: Path | Non
     if not isinstance(unet, want):
         raise CheckpointError(f"the {cfg.stage} stage trains a {want.__name__}; the configured UNet is a "
                               f"{type(unet).__name__}")
+    # Caught earlier by `check_context_width` wherever config files can tell (not for Hub ids or .pth files).
     d = unet.config.cross_attention_dim
-    if frozen.text.model.config.hidden_size != d:
-        raise CheckpointError(f"UNet context width {d} != text encoder width {frozen.text.model.config.hidden_size}")
-    if frozen.image is not None and frozen.image.model.config.projection_dim != d:
-        raise CheckpointError(f"UNet context width {d} != image encoder projection "
-                              f"{frozen.image.model.config.projection_dim}")
+    widths = {"text encoder": frozen.text.model.config.hidden_size}
+    if frozen.image is not None:
+        widths["image encoder"] = frozen.image.model.config.projection_dim
+    for encoder, width in widths.items():
+        if width != d:
+            raise CheckpointError(_width_message(cfg, "the UNet", d, encoder, width))
     return unet.float().train()
+
+
+def check_context_width(cfg: TrainConfig, resume_dir: Path | None) -> None:
+    """Refuse a UNet whose cross-attention width differs from the frozen encoders' (the text encoder's hidden size,
+    the image encoder's projection), from the config files alone, before any weights are loaded. Sources whose
+    config cannot be read without loading or downloading are left to `build_training_unet`."""
+    from i2vgen.pipelines.common import local_model_path
+
+    m = cfg.model
+    if resume_dir is not None and not cfg.lora.enabled and (resume_dir / "unet").is_dir():
+        unet_from, d = f"the UNet of {resume_dir}", _config_field(resume_dir / "unet", "cross_attention_dim")
+    elif m.unet is not None:
+        folder = local_model_path(m.unet)
+        folder = folder / "unet" if (folder / "unet").is_dir() and not (folder / "config.json").exists() else folder
+        unet_from, d = f"model.unet {m.unet!r}", _config_field(folder, "cross_attention_dim")
+    else:
+        try:
+            d = unet_preset(m.unet_preset).cross_attention_dim
+        except ValueError as e:
+            raise InputError(f"model.unet_preset: {e}") from None
+        unet_from = f"model.unet_preset {m.unet_preset!r}"
+    root = local_model_path(m.components)
+    widths = {"text encoder": _config_field(root / "text_encoder", "hidden_size")}
+    if cfg.stage == "base":
+        widths["image encoder"] = _config_field(root / "image_encoder", "projection_dim")
+    for encoder, width in widths.items():
+        if d is not None and width is not None and width != d:
+            raise InputError(_width_message(cfg, unet_from, d, encoder, width))
+
+
+def _width_message(cfg: TrainConfig, unet_from: str, d: int, encoder: str, width: int) -> str:
+    from i2vgen.models.configs import UNET_PRESETS
+
+    image = cfg.stage == "base"
+    fits = [n for n, c in UNET_PRESETS.items() if c.cross_attention_dim == width and c.image_conditioning == image]
+    hint = f" (model.unet_preset {' or '.join(fits)})" if fits else ""
+    return (f"{unet_from} has context width {d}, but the {encoder} of model.components {cfg.model.components!r} has "
+            f"width {width}; they must agree: use a UNet of width {width}{hint} or other components")
+
+
+def _config_field(folder: Path, key: str) -> int | None:
+    """`key` of `folder/config.json`; None when there is no such file or field (loading reports those)."""
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _in_own_memory(unet: UNet3D) -> UNet3D:
