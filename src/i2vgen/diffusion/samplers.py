@@ -38,7 +38,7 @@ from torch import Tensor
 from i2vgen.diffusion.denoiser import Denoiser
 from i2vgen.diffusion.schedule import alpha_bar_at
 
-__all__ = ["Callback", "sample_ddim", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_heun"]
+__all__ = ["Callback", "sample_ddim", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_heun", "sample_unipc"]
 
 Callback = Callable[[int, float, Tensor], None]  # (step index, timestep, x0 prediction)
 
@@ -216,3 +216,53 @@ def sample_heun(
             d_2 = (x_2 - denoise(x_2 * math.sqrt(ab[i + 1]), _t_vec(ts[i + 1], x))) / s_next
             x_ve = x_ve + (d + d_2) / 2 * dt
     return x_ve
+
+
+def sample_unipc(
+    denoise: Denoiser,
+    x: Tensor,
+    alphas_cumprod: Tensor,
+    timesteps: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """UniPC (Zhao et al. 2023, arXiv 2302.04867), order 2, B(h) = e^h - 1 ("bh2"), data-prediction form.
+
+    Same updates as diffusers' `UniPCMultistepScheduler(solver_order=2, solver_type="bh2", predict_x0=True)` with
+    its defaults `lower_order_final=True`, `final_sigmas_type="zero"`. The predictor UniP-2 is DPM-Solver++(2M)
+    (first order on the first and last step). The corrector UniC redoes each step once the next x0 prediction is
+    known (made at the uncorrected point, so no extra denoiser call): with weight 1/2 after the first step
+    (diffusers' simplified UniC-1), UniC-2 after the others. x = x0 after the last timestep. `generator` is unused.
+    """
+    ts, ab = _grid(alphas_cumprod, timesteps)
+    lam = [_log_snr_half(a) for a in ab]  # -inf where alpha_bar = 0
+    alpha, sigma = [math.sqrt(a) for a in ab], [math.sqrt(1 - a) for a in ab]
+    x_last, x0_last, x0_last2 = x, x, x  # the last step's start, the x0 predictions one and two points back
+    for i, t in enumerate(ts):
+        x0 = denoise(x, _t_vec(t, x))
+        if callback is not None:
+            callback(i, t, x0)
+        if i == len(ts) - 1:  # final step to sigma = 0: first order, x = x0 exactly (a corrector would not change it)
+            x = x0
+            break
+        if i > 0:  # UniC: the step from point i - 1 again, with the x0 prediction at point i as a node
+            h = lam[i] - lam[i - 1]  # > 0; inf when alpha_bar[i - 1] = 0
+            b_h = math.expm1(-h)  # B(h) = h phi_1(h) in data-prediction form; -1 when h = inf
+            if i == 1:  # UniC-1 (diffusers fixes its weight at 1/2)
+                rho, w = 0.5, 0.0
+            else:  # UniC-2: solve [[1, 1], [r, 1]] (rho_0, rho) = (b_1, b_2) with r = -h_last / h
+                h_last = lam[i - 1] - lam[i - 2]  # inf when alpha_bar[i - 2] = 0, and then rho_0 = 0
+                g_1 = b_h / -h - 1  # the phi-function terms of b_k (diffusers' `h_phi_k`, k = 1, 2)
+                g_2 = g_1 / -h - 0.5
+                b_1, b_2 = g_1 / b_h, 2 * g_2 / b_h
+                rho_0 = (b_1 - b_2) / (1 + h_last / h)
+                rho, w = b_1 - rho_0, rho_0 * h / h_last  # w: weight of x0[i - 1] - x0[i - 2]
+            d = x0_last + rho * (x0 - x0_last) + w * (x0_last - x0_last2)
+            x = (sigma[i] / sigma[i - 1]) * x_last - alpha[i] * b_h * d
+        # UniP-2 = DPM-Solver++(2M) to point i + 1; its multistep weight h / (2 h_last) is 0 after alpha_bar = 0
+        h = lam[i + 1] - lam[i]
+        d = x0 if i == 0 else x0 + (h / (2 * (lam[i] - lam[i - 1]))) * (x0 - x0_last)
+        x_last, x0_last, x0_last2 = x, x0, x0_last
+        x = (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * math.expm1(-h) * d
+    return x

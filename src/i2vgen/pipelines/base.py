@@ -2,7 +2,7 @@
 
 Defaults are the released model's recipe (spec 1.3): 16 frames at 1280x704, fps condition 16, DDIM 50 steps
 (981 ... 1), classifier-free guidance 9.0 with the negative prompt + a zero CLIP image vector as the unconditional
-branch, the first-frame latent and fps kept. DPM-Solver++ 2M / 2M SDE are faster options.
+branch, the first-frame latent and fps kept. DPM-Solver++ 2M / 2M SDE and UniPC are faster options.
 """
 
 from __future__ import annotations
@@ -14,15 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from i2vgen.diffusion import (
-    base_alphas_cumprod,
-    classifier_free_guidance,
-    make_timesteps,
-    sample_ddim,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    vpred_denoiser,
-)
+from i2vgen.diffusion import base_alphas_cumprod, classifier_free_guidance, make_timesteps, vpred_denoiser
+from i2vgen.diffusion.registry import get_sampler
+from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, sampler_names
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.image import ImageSource, clip_preprocess, latent_preprocess, load_image
 from i2vgen.models.encoders import ImageEncoder, TextEncoder
@@ -44,14 +38,7 @@ DEFAULT_NEGATIVE_PROMPT = (
     "Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, disconnected limbs, "
     "Ugly faces, incomplete arms"
 )
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "ddim": sample_ddim,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
-}
-# DDIM follows the reference's leading grid; the DPM-Solver++ samplers start at t = 999 (trailing), where the
-# zero-terminal-SNR schedule is pure noise.
-DEFAULT_SPACING = {"ddim": "leading", "dpmpp-2m": "trailing", "dpmpp-2m-sde": "trailing"}
+SAMPLERS = sampler_names("base")  # `diffusion.sampler_table`
 COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer", "image_encoder"]
 ABLATIONS = ("image", "first_frame")  # conditions `ablate=` can zero
 StepCallback = Callable[[int, float, Tensor], None]
@@ -136,7 +123,7 @@ class I2VGenPipeline(StagePipeline):
         num_inference_steps: int = 50,
         guidance_scale: float = REFERENCE_GUIDANCE,
         guidance_rescale: float = 0.0,
-        sampler: str = "ddim",
+        sampler: str = DEFAULT_SAMPLERS["base"],
         eta: float = 0.0,
         timestep_spacing: str | None = None,
         generator: torch.Generator | None = None,
@@ -155,7 +142,8 @@ class I2VGenPipeline(StagePipeline):
             image: path, PIL image, numpy array or tensor; converted to RGB, EXIF orientation applied.
             prompt / negative_prompt: texts; the negative one forms the unconditional branch of guidance.
             target_fps: the fps condition (not the file's frame rate).
-            sampler: "ddim" (the reference, `eta` applies), "dpmpp-2m" or "dpmpp-2m-sde".
+            sampler: one of `SAMPLERS` (`diffusion.sampler_table`); "ddim" is the reference, and `eta` and
+                `set_alpha_to_one` apply to it only.
             timestep_spacing: "leading" (reference grid 981 ... 1), "trailing" or "linspace"; default per sampler.
             generator: draws the VAE posterior sample of the first frame, then the initial noise, then any sampler
                 noise, in that order.
@@ -173,7 +161,7 @@ class I2VGenPipeline(StagePipeline):
                 latent behind the latent context tokens and the concat branch).
         """
         check_generation_args(num_frames=num_frames, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, sampler=sampler, samplers=tuple(SAMPLERS),
+                              guidance_scale=guidance_scale, sampler=sampler, samplers=SAMPLERS,
                               output_type=output_type, decode_chunk_size=decode_chunk_size)
         f = self.vae.downscale
         if not (isinstance(height, int) and isinstance(width, int)) or height < f or width < f \
@@ -239,12 +227,13 @@ class I2VGenPipeline(StagePipeline):
         guided = classifier_free_guidance(net, cond, uncond, guidance_scale, rescale=guidance_rescale,
                                           batched=not sequential_cfg)
         denoise = vpred_denoiser(guided, self.alphas_cumprod)
-        timesteps = make_timesteps(steps, spacing or DEFAULT_SPACING[sampler])
+        spec = get_sampler(sampler, "base")
+        timesteps = make_timesteps(steps, spacing or spec.spacing)
         kw: dict[str, Any] = {"generator": generator, "callback": callback}
-        if sampler == "ddim":
+        if spec.takes_eta:
             kw.update(eta=eta, set_alpha_to_one=set_alpha_to_one)
         x = latents.to(device)
-        return SAMPLERS[sampler](denoise, x, self.alphas_cumprod, timesteps, **kw)
+        return spec.fn(denoise, x, self.alphas_cumprod, timesteps, **kw)
 
 
 def load_pipeline(path_or_hub_id: str | os.PathLike, **kwargs: Any) -> I2VGenPipeline:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS
 from i2vgen.io.image import ImageSource
 from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.pipelines.common import REFERENCE_STRENGTH, OutputType, Placement
@@ -88,7 +89,7 @@ class I2VGenCascadePipeline:
         refine_kw = {"width": refine_width, "height": refine_height, "strength": strength, **(refine_kwargs or {})}
         # the refiner's settings are checked before the base stage spends its time
         self.refiner.check_size(refine_kw["width"], refine_kw["height"])
-        self.refiner.timesteps(refine_kw["strength"], refine_kw.get("sampler", "dpmpp-2m-sde"),
+        self.refiner.timesteps(refine_kw["strength"], refine_kw.get("sampler", DEFAULT_SAMPLERS["refine"]),
                                refine_kw.get("num_inference_steps"))
         return generate_two_stage(self.base, self.refiner, image, prompt, generator=generator, base_kwargs=base_kw,
                                   refine_kwargs=refine_kw, placement=self.placement, output_type=output_type)

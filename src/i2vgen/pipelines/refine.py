@@ -57,10 +57,10 @@ from i2vgen.diffusion import (
     q_sample,
     refiner_alphas_cumprod,
     refiner_timesteps,
-    sample_dpmpp_2m_sde,
-    sample_heun,
     vpred_denoiser,
 )
+from i2vgen.diffusion.registry import get_sampler
+from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, default_steps, sampler_names
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.video import probe_video, read_video, read_video_cfr
 from i2vgen.models.configs import UNetConfig
@@ -90,8 +90,8 @@ DEFAULT_NEGATIVE_PROMPT = (
     "cropped, jpeg artifacts, signature, username, error, sketch ,duplicate, ugly, monochrome, horror, geometry, "
     "mutation, disgusting"
 )
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"dpmpp-2m-sde": sample_dpmpp_2m_sde, "heun": sample_heun}
-DEFAULT_STEPS = {"dpmpp-2m-sde": 30, "heun": 50}
+# read by the old `i2vgen/cli.py` only: goes with it
+DEFAULT_STEPS = {name: default_steps(name, "refine") for name in sampler_names("refine")}
 COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer"]
 ENCODE_SEGMENT = 8  # frames resized to the target size at once before VAE encoding (bounds host memory)
 ResizeMode = Literal["stretch", "crop"]
@@ -113,14 +113,14 @@ def strength_to_t_start(strength: float, num_train_timesteps: int = 1000) -> int
 def sampling_timesteps(strength: float, sampler: str, steps: int | None = None,
                        num_train_timesteps: int = 1000) -> Tensor:
     """The refiner's trailing grid (ModelScope) from t_start = round(strength * 1000) - 1: `steps` timesteps
-    (default 30 for "dpmpp-2m-sde", whose penultimate point is discarded, 50 for "heun")."""
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
+    (default: the sampler's in `diffusion.sampler_table`, whose `discard_penultimate` drops the grid's penultimate
+    point for DPM-Solver++ as ModelScope does)."""
+    spec = get_sampler(sampler, "refine")
+    steps = spec.default_steps["refine"] if steps is None else steps
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
     t_start = strength_to_t_start(strength, num_train_timesteps)
-    ts = refiner_timesteps(steps, t_max=t_start, discard_penultimate=sampler == "dpmpp-2m-sde")
+    ts = refiner_timesteps(steps, t_max=t_start, discard_penultimate=spec.discard_penultimate)
     if len(ts) > 1 and (ts[1:] >= ts[:-1]).any():
         raise InputError(f"{steps} steps do not fit below t_start = {t_start} (strength {strength}); "
                          f"use fewer steps or a higher strength")
@@ -381,7 +381,7 @@ class I2VGenRefinePipeline(StagePipeline):
         height: int = 720,
         strength: float = REFERENCE_STRENGTH,
         num_inference_steps: int | None = None,
-        sampler: str = "dpmpp-2m-sde",
+        sampler: str = DEFAULT_SAMPLERS["refine"],
         guidance_scale: float = 7.5,
         guidance_rescale: float = 0.2,
         window_size: int | None = 32,
@@ -407,7 +407,7 @@ class I2VGenRefinePipeline(StagePipeline):
             prompt / positive_suffix: the text is `prompt + positive_suffix` (the reference appends its suffix to
                 every caption; pass "" to drop it). negative_prompt forms the unconditional branch of guidance.
             strength: how much is re-generated; the input is noised to t_start = round(strength * 1000) - 1.
-            num_inference_steps: sampler steps from t_start (default 30 for "dpmpp-2m-sde", 50 for "heun").
+            num_inference_steps: sampler steps from t_start (default: the sampler's, `diffusion.sampler_table`).
             window_size / window_overlap: temporal windows of the denoiser (None: all frames at once) and the frames
                 neighbouring windows share, by default a quarter of the window (8 for 32).
             max_frames: use only the first frames of the input.
@@ -478,8 +478,9 @@ class I2VGenRefinePipeline(StagePipeline):
                                           batched=not sequential_cfg)
         denoise = vpred_denoiser(guided, self.alphas_cumprod, round_t=round_timesteps)
         denoise = windowed_denoiser(denoise, x.shape[2], window_size, window_overlap)
-        return SAMPLERS[sampler](denoise, x.to(device), self.alphas_cumprod, timesteps, generator=generator,
-                                 callback=callback)
+        sampler_fn = get_sampler(sampler, "refine").fn
+        return sampler_fn(denoise, x.to(device), self.alphas_cumprod, timesteps, generator=generator,
+                          callback=callback)
 
 
 def check_refine_args(guidance_scale: float, guidance_rescale: float, window_size: int | None, overlap: int,
