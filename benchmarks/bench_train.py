@@ -95,7 +95,7 @@ def run_trainer(args: argparse.Namespace) -> dict:
     import tempfile
     from pathlib import Path
 
-    from i2vgen.pipelines.common import local_model_path
+    from i2vgen.model_paths import local_model_path
     from i2vgen.shapes import write_clip_list
     from i2vgen.train.recipe import recipe, stage_config, stage_dataset
     from i2vgen.train.trainer import train

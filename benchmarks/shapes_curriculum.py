@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from i2vgen import shapes
+from i2vgen.model_paths import local_model_path
 from i2vgen.models.loading import load_unet
 from i2vgen.pipelines.base import I2VGenPipeline
-from i2vgen.pipelines.common import local_model_path
 from i2vgen.shapes_eval import text_use
 from i2vgen.train.recipe import recipe, stage_weights, train_stage
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from i2vgen.diffusion.schedule import base_alphas_cumprod
+from i2vgen.model_paths import local_model_path
 from i2vgen.models.vae import VideoVAE
-from i2vgen.pipelines.common import local_model_path
 from i2vgen.shapes import make_clip, split_seeds, with_direction
 
 DIRECTIONS = ("left", "right", "up", "down")

@@ -35,9 +35,9 @@ import torch
 import yaml
 
 from i2vgen import shapes
+from i2vgen.model_paths import local_model_path
 from i2vgen.models.loading import save_unet
 from i2vgen.pipelines.base import I2VGenPipeline
-from i2vgen.pipelines.common import local_model_path
 from i2vgen.shapes_eval import text_use
 from i2vgen.train.config import preset
 from i2vgen.train.data import SampleDataset

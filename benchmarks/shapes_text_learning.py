@@ -37,8 +37,8 @@ import torch
 import yaml
 
 from i2vgen import shapes
+from i2vgen.model_paths import local_model_path
 from i2vgen.pipelines.base import I2VGenPipeline
-from i2vgen.pipelines.common import local_model_path
 from i2vgen.shapes_eval import text_use
 from i2vgen.train import trainer
 from i2vgen.train.data import SampleDataset

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from i2vgen.pipelines.common import local_model_path
+from i2vgen.model_paths import local_model_path
 from i2vgen.train.config import preset
 from i2vgen.train.text_probe import two_clip_check
 

@@ -164,7 +164,7 @@ def test_generate_with_lora_adapter(tmp_path, model_dir, image, capsys):
     from i2vgen.io import read_video
     from i2vgen.models.loading import load_unet
     from i2vgen.train.config import LoRAConfig
-    from i2vgen.train.lora import add_lora, save_lora
+    from i2vgen.models.lora import add_lora, save_lora
 
     unet = load_unet(model_dir / "unet")
     with torch.no_grad():

@@ -132,10 +132,10 @@ def _bad_refine(tmp_path: Path, clip: str) -> dict[str, tuple[list[str], str, bo
         "strength-big": (["--video", clip, "--strength", "1.5"], "strength", True),
         "steps-0": (["--video", clip, "--steps", "0"], "steps", True),
         "steps-too-many": (["--video", clip, "--strength", "0.01", "--steps", "30"], "do not fit", True),
-        "overlap": (["--video", clip, "--window", "4", "--overlap", "4"], "window_overlap", True),
-        "window": (["--video", clip, "--window", "-1"], "--window", True),
-        "rescale": (["--video", clip, "--guidance-rescale", "2"], "guidance_rescale", True),
-        "max-frames": (["--video", clip, "--max-frames", "0"], "max_frames", True),
+        "overlap": (["--video", clip, "--window", "4", "--overlap", "4"], "overlap must be smaller", True),
+        "window": (["--video", clip, "--window", "-1"], "window must be", True),
+        "rescale": (["--video", clip, "--guidance-rescale", "2"], "guidance rescale", True),
+        "max-frames": (["--video", clip, "--max-frames", "0"], "max frames", True),
         "no-model": (["--video", clip, "--model", str(tmp_path / "none")], "model not found", False),
     }
 
@@ -157,7 +157,7 @@ def test_refine_bad_input_one_line_error_nothing_written(case, tmp_path, refiner
     assert not out.exists() and set(tmp_path.iterdir()) == before  # no output, no temporary litter
 
 
-@pytest.mark.parametrize("extra,needle", [([], "--refiner-model"), (["--refine-height", "26"], "odd height"),
+@pytest.mark.parametrize("extra,needle", [([], "refiner model"), (["--refine-height", "26"], "odd height"),
                                           (["--strength", "2"], "strength")])
 def test_generate_refine_bad_settings_fail_before_loading(extra, needle, tmp_path, base, refiner, real_data_dir,
                                                           capsys):

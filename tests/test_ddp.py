@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import read_metrics, tiny_config
 
-from i2vgen.train.cli import main
+from i2vgen.cli import main
 
 
 def _rank(rank: int, port: int, argv: list[str]) -> None:  # in a child process: what torchrun sets, then the CLI

@@ -15,7 +15,7 @@ from i2vgen.models.configs import unet_preset
 from i2vgen.models.refiner import I2VGenRefinerUNet
 from i2vgen.models.unet import I2VGenUNet
 from i2vgen.train.config import LoRAConfig
-from i2vgen.train.lora import add_lora, apply_lora, load_lora, parse_lora_spec, save_lora
+from i2vgen.models.lora import add_lora, apply_lora, load_lora, parse_lora_spec, save_lora
 from i2vgen.train.trainer import train
 
 

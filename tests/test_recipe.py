@@ -34,11 +34,12 @@ def test_word_tokenizer_keeps_every_vocabulary_word_whole(tmp_path):
     assert learn_word_merges(words) == learn_word_merges(list(reversed(words)))  # deterministic
 
 
-def test_cli_recipe_names_match_the_recipes():
-    from i2vgen.train.cli import RECIPE_NAMES
+def test_cli_recipe_and_preset_names_match_the_code():
+    from i2vgen.cli.train import PRESET_NAMES, RECIPE_NAMES
+    from i2vgen.train.config import PRESETS
     from i2vgen.train.recipe import RECIPES
 
-    assert sorted(RECIPE_NAMES) == sorted(RECIPES)
+    assert sorted(RECIPE_NAMES) == sorted(RECIPES) and sorted(PRESET_NAMES) == sorted(PRESETS)
 
 
 def test_word_tokenizer_rejects_words_with_spaces_or_capitals(tmp_path):

@@ -92,7 +92,7 @@ def test_two_clip_check_the_text_pathway_learns_the_word_at_the_top_of_the_sched
     """The fast two-clip check (docs/tiny-shapes.md): a new tiny-shapes base UNet, two clips that differ only in the
     direction word, t at the top of the schedule. Within 160 steps the swapped caption costs > 0.1 of v-loss at
     t = 999, where x_t is pure noise: the caption reaches the output through the trainer's text pathway."""
-    from i2vgen.pipelines.common import local_model_path
+    from i2vgen.model_paths import local_model_path
     from i2vgen.train.config import preset
     from i2vgen.train.text_probe import two_clip_check
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from i2vgen.cli import main
-from i2vgen.pipelines.common import ASSETS, BUILTIN_MODELS
+from i2vgen.model_paths import ASSETS, BUILTIN_MODELS
 
 MAX_BYTES = 25 * 1024 * 1024  # issue 6: the trained model is at most 25 MB
 

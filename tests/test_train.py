@@ -23,7 +23,7 @@ from i2vgen.models.loading import build_unet, load_unet
 from i2vgen.models.tiny import random_components, write_model_folder
 from i2vgen.train import checkpoint as ckpt_io
 from i2vgen.cli import build_parser
-from i2vgen.train.cli import main
+from i2vgen.cli import main
 from i2vgen.train.config import PRESETS, TrainConfig, preset
 from i2vgen.train.trainer import (
     degrade,

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_train import read_metrics, tiny_config
 
 from i2vgen.train.checkpoint import list_checkpoints
-from i2vgen.train.cli import main
+from i2vgen.cli import main
 from i2vgen.train.trainer import train
 
 

@@ -20,13 +20,7 @@ import torch
 from PIL import Image
 
 from i2vgen.io import write_sidecar_json, write_video
-from i2vgen.pipelines.common import (
-    ASSETS,
-    BUILTIN_MODELS,
-    REFERENCE_GUIDANCE,
-    REFERENCE_STRENGTH,
-    model_defaults,
-)
+from i2vgen.model_paths import ASSETS, BUILTIN_MODELS
 
 PROMPT = "a red circle moves right"
 DIRECTION_PROMPTS = tuple(f"a red circle moves {d}" for d in ("left", "right", "up", "down"))
@@ -53,6 +47,15 @@ def render_sample(size: int = 64):  # noqa: ANN201 - numpy array
 
 
 def run(out_dir: Path, seed: int = 0) -> int:
+    from i2vgen.app.run import (
+        RefineInput,
+        generate,
+        load_generation_pipeline,
+        load_refine_pipeline,
+        prepare,
+        refine,
+    )
+    from i2vgen.app.settings import GenerationSettings, RefineSettings
     from i2vgen.pipelines.base import I2VGenPipeline
 
     t0 = time.time()
@@ -61,31 +64,27 @@ def run(out_dir: Path, seed: int = 0) -> int:
     generator = torch.Generator().manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         if trained:
-            from i2vgen.pipelines.refine import I2VGenRefinePipeline
-
-            # the folder's suggestions, chosen on held-out clips (docs/tiny-shapes.md): guidance 2.0, strength 0.3,
-            # the trailing grid
-            d = model_defaults("tiny-shapes")
-            guidance, strength = d.get("guidance_scale", REFERENCE_GUIDANCE), d.get("refine_strength", REFERENCE_STRENGTH)
-            base = I2VGenPipeline.from_pretrained("tiny-shapes")
-            refiner = I2VGenRefinePipeline.from_pretrained("tiny-shapes-refiner")
-            base_kw = {"num_frames": 16, "width": 32, "height": 32, "target_fps": 8, "sampler": BASE_SAMPLER,
-                       "num_inference_steps": BASE_STEPS, "guidance_scale": guidance,
-                       "timestep_spacing": d.get("timestep_spacing")}
+            # the folders' suggestions, chosen on held-out clips (docs/tiny-shapes.md): size, guidance 2.0, the
+            # trailing grid, refiner strength 0.3
+            picture = sample_image()
+            settings = {p: prepare(GenerationSettings(prompt=p, model="tiny-shapes", sampler=BASE_SAMPLER,
+                                                      steps=BASE_STEPS, seed=seed), image=picture)
+                        for p in DIRECTION_PROMPTS}
+            s = settings[PROMPT]
+            base = load_generation_pipeline(s)
             # the picture with each of the four prompts (same seed); the one of PROMPT also goes through the refiner
-            tiles = []
-            for prompt in DIRECTION_PROMPTS:
-                gen = torch.Generator().manual_seed(seed)
-                video = base(sample_image(), prompt, generator=gen, output_type="pt", **base_kw)  # (1, 3, F, H, W)
-                tiles.append(video[0].permute(1, 2, 3, 0).numpy())  # (F, H, W, 3) in [0, 1]
-                if prompt == PROMPT:
-                    frames = refiner(video, PROMPT, width=64, height=64, strength=strength,
-                                     num_inference_steps=REFINE_STEPS, generator=gen, output_type="np")[0]
+            tiles = [generate(base, settings[p], picture).frames for p in DIRECTION_PROMPTS]  # (F, H, W, 3) each
+            rs = RefineSettings(model=s.refiner_model, prompt=PROMPT, width=s.refine_width, height=s.refine_height,
+                                strength=s.strength, steps=REFINE_STEPS, seed=seed).resolved()
+            refined = refine(load_refine_pipeline(rs), rs,
+                             RefineInput(tiles[DIRECTION_PROMPTS.index(PROMPT)], s.fps, [], SAMPLE_IMAGE.name))
+            frames = refined.frames
             grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (16, 64, 256, 3)
-            meta = {"model": "tiny-shapes + tiny-shapes-refiner", "base": {"size": "32x32", "sampler": BASE_SAMPLER,
-                    "steps": BASE_STEPS, "guidance": guidance, "timestep_spacing": d.get("timestep_spacing")},
-                    "refine": {"size": "64x64", "sampler": "dpmpp-2m-sde", "steps": REFINE_STEPS,
-                               "strength": strength}}
+            meta = {"model": "tiny-shapes + tiny-shapes-refiner",
+                    "base": {"size": f"{s.width}x{s.height}", "sampler": s.sampler, "steps": s.steps,
+                             "guidance": s.guidance, "timestep_spacing": s.timestep_spacing},
+                    "refine": {"size": f"{rs.width}x{rs.height}", "sampler": rs.sampler, "steps": rs.steps,
+                               "strength": rs.strength}}
             directions_meta = {**meta["base"], "prompts": list(DIRECTION_PROMPTS), "seed": seed,
                                "layout": "left to right: " + ", ".join(DIRECTION_PROMPTS) + " (2x nearest up-scaling)"}
         else:

@@ -204,12 +204,13 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
                     strength: float | None = None, refine_steps: int | None = None, device: str = "cpu",
                     progress: Callable[[str], None] | None = None, spacing: str | None = None) -> dict[str, Any]:
     """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}.
-    `guidance` and `strength` (refiner) default to the model folder's suggestions, else 9.0 and 0.6; `spacing`
-    (the base stage's timestep grid) to the folder's `timestep_spacing`, else each sampler's default."""
+    `guidance`, `strength` (refiner) and `spacing` (the base stage's timestep grid) default as for `i2vgen generate`
+    (`GenerationSettings`: the model folder's suggestions, else the reference's values; a folder without a
+    `timestep_spacing` leaves each sampler its own)."""
     import torch
 
+    from i2vgen.app.settings import GenerationSettings
     from i2vgen.pipelines.base import I2VGenPipeline
-    from i2vgen.pipelines.common import REFERENCE_GUIDANCE, REFERENCE_STRENGTH, model_defaults
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
     from i2vgen.shapes import make_clip, split_seeds
 
@@ -217,11 +218,10 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     if unknown:
         raise InputError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    d = model_defaults(model)
-    size, size_hr, frames = d.get("width", 32), d.get("refine_width", 64), d.get("num_frames", 16)
-    guidance = d.get("guidance_scale", REFERENCE_GUIDANCE) if guidance is None else guidance
-    strength = d.get("refine_strength", REFERENCE_STRENGTH) if strength is None else strength
-    spacing = d.get("timestep_spacing") if spacing is None else spacing
+    s = GenerationSettings.from_model_folder(model, refine=True, guidance=guidance, strength=strength,
+                                             timestep_spacing=spacing)
+    size, size_hr, frames = s.width, s.refine_width, s.num_frames
+    guidance, strength, spacing = s.guidance, s.strength, s.timestep_spacing
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v in ("refine-gt", "ground-truth") or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None

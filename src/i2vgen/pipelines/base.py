@@ -14,30 +14,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from i2vgen import reference
 from i2vgen.diffusion import base_alphas_cumprod, classifier_free_guidance, make_timesteps, vpred_denoiser
 from i2vgen.diffusion.registry import get_sampler
 from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, sampler_names
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.image import ImageSource, clip_preprocess, latent_preprocess, load_image
+from i2vgen.model_paths import check_model_folder, resolve_model_path
 from i2vgen.models.encoders import ImageEncoder, TextEncoder
 from i2vgen.models.loading import load_unet, read_json_object
 from i2vgen.models.unet import I2VGenUNet, UNetCondition
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
-    REFERENCE_GUIDANCE,
     OutputType,
     StagePipeline,
     check_generation_args,
-    check_model_folder,
+    check_generator,
     frames_to_output,
-    resolve_model_path,
 )
 
 # VGen tools/modules/config.py:236 (diffusers' port defaults to "").
-DEFAULT_NEGATIVE_PROMPT = (
-    "Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, disconnected limbs, "
-    "Ugly faces, incomplete arms"
-)
+DEFAULT_NEGATIVE_PROMPT = reference.NEGATIVE_PROMPT
 SAMPLERS = sampler_names("base")  # `diffusion.sampler_table`
 COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer", "image_encoder"]
 ABLATIONS = ("image", "first_frame")  # conditions `ablate=` can zero
@@ -121,7 +118,7 @@ class I2VGenPipeline(StagePipeline):
         width: int = 1280,
         target_fps: int = 16,
         num_inference_steps: int = 50,
-        guidance_scale: float = REFERENCE_GUIDANCE,
+        guidance_scale: float = reference.GUIDANCE,
         guidance_rescale: float = 0.0,
         sampler: str = DEFAULT_SAMPLERS["base"],
         eta: float = 0.0,
@@ -163,6 +160,7 @@ class I2VGenPipeline(StagePipeline):
         check_generation_args(num_frames=num_frames, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, sampler=sampler, samplers=SAMPLERS,
                               output_type=output_type, decode_chunk_size=decode_chunk_size)
+        check_generator(generator)
         f = self.vae.downscale
         if not (isinstance(height, int) and isinstance(width, int)) or height < f or width < f \
                 or height % f or width % f:

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from i2vgen import reference
 from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS
 from i2vgen.io.image import ImageSource
 from i2vgen.pipelines.base import I2VGenPipeline
-from i2vgen.pipelines.common import REFERENCE_STRENGTH, OutputType, Placement
+from i2vgen.pipelines.common import OutputType, Placement
 from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
 Stage = I2VGenPipeline | I2VGenRefinePipeline
@@ -80,7 +81,7 @@ class I2VGenCascadePipeline:
         return cls(b, r, device=device, offload=offload)
 
     def __call__(self, image: ImageSource, prompt: str, *, num_frames: int = 16, width: int = 640, height: int = 352,
-                 refine_width: int = 1280, refine_height: int = 720, strength: float = REFERENCE_STRENGTH,
+                 refine_width: int = 1280, refine_height: int = 720, strength: float = reference.STRENGTH,
                  generator: torch.Generator | None = None, base_kwargs: dict[str, Any] | None = None,
                  refine_kwargs: dict[str, Any] | None = None, output_type: OutputType = "np") -> Any:
         """`num_frames` frames at `width` x `height` from the base stage, refined to `refine_width` x

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from i2vgen import reference
 from i2vgen.diffusion import (
     Denoiser,
     alpha_bar_at,
@@ -60,9 +61,10 @@ from i2vgen.diffusion import (
     vpred_denoiser,
 )
 from i2vgen.diffusion.registry import get_sampler
-from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, default_steps, sampler_names
+from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.io.video import probe_video, read_video, read_video_cfr
+from i2vgen.model_paths import check_model_folder, local_model_path, resolve_model_path
 from i2vgen.models.configs import UNetConfig
 from i2vgen.models.encoders import TextEncoder
 from i2vgen.models.loading import load_unet
@@ -70,28 +72,15 @@ from i2vgen.models.refiner import I2VGenRefinerUNet, check_refiner_size
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OUTPUT_TYPES,
-    REFERENCE_STRENGTH,
     OutputType,
     StagePipeline,
-    check_model_folder,
+    check_generator,
     frames_to_output,
-    local_model_path,
-    resolve_model_path,
 )
 
 # ModelScope modelscope/models/multi_modal/video_to_video/utils/config.py:162-169 (spec 1.4 item 3).
-POSITIVE_SUFFIX = (
-    ", cinematic, High Contrast, highly detailed, unreal engine, taken using a Canon EOS R camera, hyper detailed "
-    "photo - realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore "
-    "detailing, hyper sharpness, perfect without deformations, Unreal Engine 5, 4k render"
-)
-DEFAULT_NEGATIVE_PROMPT = (
-    "worst quality, normal quality, low quality, low res, blurry, text, watermark, logo, banner, extra digits, "
-    "cropped, jpeg artifacts, signature, username, error, sketch ,duplicate, ugly, monochrome, horror, geometry, "
-    "mutation, disgusting"
-)
-# read by the old `i2vgen/cli.py` only: goes with it
-DEFAULT_STEPS = {name: default_steps(name, "refine") for name in sampler_names("refine")}
+POSITIVE_SUFFIX = reference.POSITIVE_SUFFIX
+DEFAULT_NEGATIVE_PROMPT = reference.REFINE_NEGATIVE_PROMPT
 COMPONENTS = ["unet", "vae", "text_encoder", "tokenizer"]
 ENCODE_SEGMENT = 8  # frames resized to the target size at once before VAE encoding (bounds host memory)
 ResizeMode = Literal["stretch", "crop"]
@@ -379,7 +368,7 @@ class I2VGenRefinePipeline(StagePipeline):
         positive_suffix: str = POSITIVE_SUFFIX,
         width: int = 1280,
         height: int = 720,
-        strength: float = REFERENCE_STRENGTH,
+        strength: float = reference.STRENGTH,
         num_inference_steps: int | None = None,
         sampler: str = DEFAULT_SAMPLERS["refine"],
         guidance_scale: float = 7.5,
@@ -428,6 +417,7 @@ class I2VGenRefinePipeline(StagePipeline):
         self.check_size(width, height)
         check_refine_args(guidance_scale, guidance_rescale, window_size, window_overlap, output_type,
                           encode_chunk_size, decode_chunk_size)
+        check_generator(generator)
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt),
                            ("positive_suffix", positive_suffix)):
             if not isinstance(text, str):

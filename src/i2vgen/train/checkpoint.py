@@ -6,7 +6,7 @@ A checkpoint is a folder `checkpoints/step-XXXXXXXX/`, written under a temporary
     config.yaml          the run's TrainConfig
     unet/                trained weights, an i2vgen UNet folder (`load_unet` reads it)   [full fine-tuning]
     unet_ema/            EMA weights, same format                                       [full fine-tuning, EMA]
-    lora/, lora_ema/     adapters alone (`i2vgen.train.lora`)                           [LoRA]
+    lora/, lora_ema/     adapters alone (`i2vgen.models.lora`)                           [LoRA]
     optimizer.pt         AdamW state keyed by parameter name
     trainer_state.pt     step, LR scheduler, grad scaler, data position, counters and the RNG states of every rank
                          (torch, CUDA, numpy, python `random`, the trainer's generator)

@@ -36,6 +36,7 @@ import torch
 import transformers
 from diffusers import AutoencoderKL
 
+from i2vgen import reference
 from i2vgen.errors import InputError
 from i2vgen.io.atomic import atomic_dir, atomic_write_text
 from i2vgen.models.configs import UNET_PRESETS
@@ -191,14 +192,12 @@ def shapes_vocabulary() -> list[str]:
     pipelines' default negative prompts and of the refiner's positive suffix (lower case; punctuation marks are
     words of their own, as CLIP's pre-tokenizer splits them; "32k" and "4k" stay listed as they are although that
     pre-tokenizer splits digits off, so they never form one token: harmless, and the shipped vocabulary has them)."""
-    from i2vgen.pipelines.base import DEFAULT_NEGATIVE_PROMPT as BASE_NEGATIVE
-    from i2vgen.pipelines.refine import DEFAULT_NEGATIVE_PROMPT as REFINE_NEGATIVE
-    from i2vgen.pipelines.refine import POSITIVE_SUFFIX
     from i2vgen.shapes import _COLOUR_WORDS, _DIRECTION_WORDS, _SHAPE_WORDS, BACKGROUNDS
 
     words = {"a", "an", "and", "the", "moves", "move", "moving", "grows", "shrinks", "growing", "shrinking", "on",
              "background", "to", "is", "goes", *_COLOUR_WORDS, *_SHAPE_WORDS, *_DIRECTION_WORDS}
-    for text in (BASE_NEGATIVE, REFINE_NEGATIVE, POSITIVE_SUFFIX, " ".join(BACKGROUNDS)):
+    for text in (reference.NEGATIVE_PROMPT, reference.REFINE_NEGATIVE_PROMPT, reference.POSITIVE_SUFFIX,
+                 " ".join(BACKGROUNDS)):
         words.update(re.findall(r"[a-z0-9]+|[^\sa-z0-9]", text.lower()))
     return sorted(words)
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from i2vgen import reference
 from i2vgen.diffusion import (
     alpha_bar_at,
     base_alphas_cumprod,
@@ -134,7 +135,7 @@ def train(cfg: TrainConfig, *, resume: str | os.PathLike | None = None,
     torch.manual_seed(cfg.seed)
     unet = build_training_unet(cfg, frozen, resume_dir).to(device)
     if cfg.lora.enabled:
-        from i2vgen.train.lora import add_lora
+        from i2vgen.models.lora import add_lora
 
         add_lora(unet, cfg.lora)
     ema = copy.deepcopy(unet).requires_grad_(False).eval() if cfg.ema.enabled else None
@@ -367,7 +368,7 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 # =============================================================================================== encoders
 def load_frozen(cfg: TrainConfig, device: torch.device) -> Frozen:
     """The VAE and CLIP encoders of `cfg.model.components`, frozen, on `device`."""
-    from i2vgen.pipelines.common import check_model_folder, resolve_model_path
+    from i2vgen.model_paths import check_model_folder, resolve_model_path
 
     if not cfg.model.components:
         raise InputError("model.components must name a model folder (vae/, text_encoder/, tokenizer/"
@@ -385,21 +386,13 @@ def load_frozen(cfg: TrainConfig, device: torch.device) -> Frozen:
 def null_prompt(cfg: TrainConfig) -> str:
     if cfg.model.null_prompt is not None:
         return cfg.model.null_prompt
-    if cfg.stage == "base":
-        from i2vgen.pipelines.base import DEFAULT_NEGATIVE_PROMPT
-    else:
-        from i2vgen.pipelines.refine import DEFAULT_NEGATIVE_PROMPT
-    return DEFAULT_NEGATIVE_PROMPT
+    return reference.NEGATIVE_PROMPT if cfg.stage == "base" else reference.REFINE_NEGATIVE_PROMPT
 
 
 def caption_suffix(cfg: TrainConfig) -> str:
     if cfg.model.caption_suffix is not None:
         return cfg.model.caption_suffix
-    if cfg.stage == "base":
-        return ""
-    from i2vgen.pipelines.refine import POSITIVE_SUFFIX
-
-    return POSITIVE_SUFFIX
+    return "" if cfg.stage == "base" else reference.POSITIVE_SUFFIX
 
 
 def encode_text(text_encoder: TextEncoder, prompts: list[str], device: torch.device) -> Tensor:
@@ -565,7 +558,7 @@ def check_context_width(cfg: TrainConfig, resume_dir: Path | None) -> None:
     """Refuse a UNet whose cross-attention width differs from the frozen encoders' (the text encoder's hidden size,
     the image encoder's projection), from the config files alone, before any weights are loaded. Sources whose
     config cannot be read without loading or downloading are left to `build_training_unet`."""
-    from i2vgen.pipelines.common import local_model_path
+    from i2vgen.model_paths import local_model_path
 
     m = cfg.model
     if resume_dir is not None and not cfg.lora.enabled and (resume_dir / "unet").is_dir():
@@ -620,7 +613,7 @@ def _in_own_memory(unet: UNet3D) -> UNet3D:
 def _local_unet_path(path: str) -> Path:
     if Path(path).exists():
         return Path(path)
-    from i2vgen.pipelines.common import resolve_model_path
+    from i2vgen.model_paths import resolve_model_path
 
     return resolve_model_path(path, components=["unet"]) / "unet"
 
@@ -769,7 +762,7 @@ def save_training_checkpoint(cfg: TrainConfig, step: int, unet: UNet3D, ema: UNe
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     lora_writer = model_sd = ema_sd = None
     if cfg.lora.enabled:
-        from i2vgen.train.lora import lora_state_dict, save_lora
+        from i2vgen.models.lora import lora_state_dict, save_lora
 
         sd, ema_lora = lora_state_dict(unet), lora_state_dict(ema) if ema is not None else None
 
@@ -802,7 +795,7 @@ def load_weights(ckpt: Path, cfg: TrainConfig, unet: UNet3D, ema: UNet3D | None)
     if cfg.lora.enabled:
         from peft import set_peft_model_state_dict
 
-        from i2vgen.train.lora import load_lora
+        from i2vgen.models.lora import load_lora
 
         set_peft_model_state_dict(unet, load_lora(ckpt / "lora")[1], adapter_name="default")
         if ema is not None and (ckpt / "lora_ema").is_dir():

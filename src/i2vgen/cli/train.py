@@ -7,8 +7,8 @@
 `--data SOURCE` (repeatable) sets `data.sources`: a file of `video_path|||caption` lines, a CSV, a JSONL or a folder.
 `--set KEY=VALUE` (repeatable) changes one dotted field (`--set optim.lr=1e-4 --set max_steps=500`), the value read
 as YAML. With `--resume` and no `--config`, the checkpoint's own configuration is used. Several
-processes: `torchrun --nproc_per_node 8 -m i2vgen.train.cli train base --config cfg.yaml` (docs/training.md).
-`add_train_commands(subparsers)` registers the commands on the `i2vgen` parser; `main` runs them standalone.
+processes: `torchrun --nproc_per_node 8 -m i2vgen train base --config cfg.yaml` (docs/training.md).
+`add_train_commands(subparsers)` registers the commands on the `i2vgen` parser.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,9 @@ if TYPE_CHECKING:
     from i2vgen.train.config import TrainConfig
 
 
-# = i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch
+# = i2vgen.train.config.PRESETS and i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch (a test
+# checks they agree)
+PRESET_NAMES = ("i2vgen-xl-base", "i2vgen-xl-finetune", "i2vgen-xl-refine", "tiny", "tiny-refine")
 RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-text", "tiny-shapes-t2i")
 
 
@@ -46,9 +47,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
         p.set_defaults(func=run_train, stage=stage)
     p = sub.add_parser("config", help="write a preset's configuration as YAML",
                        description="Write a preset's full TrainConfig as YAML, to edit and pass to --config.")
-    from i2vgen.train.config import PRESETS
-
-    p.add_argument("preset", choices=sorted(PRESETS))
+    p.add_argument("preset", choices=PRESET_NAMES)
     p.add_argument("--output", "-o", help="YAML file to write (default: print)")
     _add_data_argument(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -155,14 +154,3 @@ def run_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(cfg.to_yaml())
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m i2vgen.train.cli train base --config cfg.yaml` (what torchrun launches): the `i2vgen` command."""
-    from i2vgen.cli import main as i2vgen_main
-
-    return i2vgen_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,52 @@
+"""What the commands share: the device flags, the progress bars, and turning the flags into `DeviceSettings`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from i2vgen.app.settings import DTYPES, DeviceSettings, parse_memory
+
+
+def add_device_args(p: argparse.ArgumentParser, offload_help: str) -> None:
+    p.add_argument("--dtype", default="fp32", choices=DTYPES)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--variant", default=None, help="weight variant of the model folder, e.g. fp16")
+    p.add_argument("--offload", action="store_true", help=f"model CPU offload: {offload_help}")
+    p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
+    p.add_argument("--max-memory", default=None, metavar="AMOUNT",
+                   help="memory the run may use, e.g. 20GB (default: what the device has free); a run estimated "
+                        "to need more is refused before any work, with the settings that would fit")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="apply a LoRA adapter saved by `i2vgen train` to the UNet (repeatable; scale default 1)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (atomically); without it an existing output is never touched")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def device_settings(args: argparse.Namespace) -> DeviceSettings:
+    return DeviceSettings(device=args.device, dtype=args.dtype, variant=args.variant, offload=args.offload,
+                          sequential_cfg=args.sequential_cfg, loras=tuple(args.lora),
+                          max_memory=None if args.max_memory is None else parse_memory(args.max_memory))
+
+
+class Bars:
+    """One progress bar per stage, opened at its stage's first step (the previous one is closed then); an
+    `on_step` for `i2vgen.app.run`."""
+
+    def __init__(self, quiet: bool, desc: str = "") -> None:
+        self.quiet, self.desc, self.bar = quiet, desc, None
+
+    def __call__(self, stage: str, step: int, total: int, x0: Any) -> None:
+        if step == 1:
+            from tqdm.auto import tqdm
+
+            self.close()
+            self.bar = tqdm(total=total, desc=f"{self.desc} {stage}".strip(), unit="step", disable=self.quiet,
+                            leave=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
