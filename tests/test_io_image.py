@@ -15,14 +15,12 @@ from PIL import Image
 from i2vgen.errors import InputError
 from i2vgen.io import center_crop_wide, clip_preprocess, latent_preprocess, load_image, pil_to_tensor
 
-REAL_IMAGES = Path(__file__).parents[2] / "shared" / "data" / "real" / "images"
-
 
 @pytest.fixture
-def real_image_path() -> Path:
-    paths = sorted(REAL_IMAGES.glob("*.jpg"))
-    if not paths:
-        pytest.skip(f"{REAL_IMAGES} is not present")
+def real_image_path(real_data_dir: str) -> Path:
+    """The first image of ../shared/data/real, or of its synthetic stand-in (conftest.py)."""
+    paths = sorted((Path(real_data_dir) / "images").glob("*.jpg"))
+    assert paths, f"no .jpg in {real_data_dir}/images"
     return paths[0]
 
 

@@ -31,13 +31,9 @@ from i2vgen.train.data import (
     read_source,
 )
 
-REAL = Path(__file__).parents[2] / "shared" / "data" / "real"
-VIDEOS, IMAGES = REAL / "videos", REAL / "images"
 MP4 = "1066674877.mp4"  # 165 frames at 16 fps, 596x336
 AVI = "v_PlayingGuitar_g03_c01.avi"  # 250 frames at 25 fps, 320x240
 TINY = {"num_frames": 4, "target_fps": 8, "width": 64, "height": 48}
-
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
 
 
 def tiny_config(sources: list | None = None, **overrides: Any) -> DataConfig:
@@ -45,10 +41,20 @@ def tiny_config(sources: list | None = None, **overrides: Any) -> DataConfig:
 
 
 @pytest.fixture(scope="module")
-def real_dataset() -> VideoTextDataset:
-    if not REAL.is_dir():
-        pytest.skip("../shared/data/real is not present")
-    return VideoTextDataset(tiny_config([str(VIDEOS / "captions.txt"), str(IMAGES)], seed=3))
+def videos_dir(real_data_dir: str) -> Path:
+    """The videos of ../shared/data/real, or of its synthetic stand-in (conftest.py)."""
+    return Path(real_data_dir) / "videos"
+
+
+@pytest.fixture(scope="module")
+def images_dir(real_data_dir: str) -> Path:
+    """The images of ../shared/data/real, or of its synthetic stand-in (conftest.py)."""
+    return Path(real_data_dir) / "images"
+
+
+@pytest.fixture(scope="module")
+def real_dataset(videos_dir: Path, images_dir: Path) -> VideoTextDataset:
+    return VideoTextDataset(tiny_config([str(videos_dir / "captions.txt"), str(images_dir)], seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +66,8 @@ def real_samples(real_dataset: VideoTextDataset) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- readers
 
 
-@needs_real
-def test_list_file_of_the_reference(tmp_path):
-    entries = read_list_file(VIDEOS / "captions.txt")
+def test_list_file_of_the_reference(tmp_path, videos_dir):
+    entries = read_list_file(videos_dir / "captions.txt")
     assert [Path(e.path).name for e in entries][:2] == ["1066674877.mp4", "1066674883.mp4"]
     assert all(Path(e.path).is_file() and not e.is_image for e in entries) and len(entries) == 5
     assert entries[1].caption == "moon rise in the cloud time lapse"
@@ -70,13 +75,13 @@ def test_list_file_of_the_reference(tmp_path):
     (tmp_path / "sub").mkdir()
     lst = tmp_path / "sub" / "list.txt"
     lst.write_text(
-        f"# a comment\n\n{VIDEOS / MP4}|||absolute path\nclips/a.avi|||relative: a ||| b\n"
+        f"# a comment\n\n{videos_dir / MP4}|||absolute path\nclips/a.avi|||relative: a ||| b\n"
         "photo.JPG|||an image\nno_caption.mp4\n",
         encoding="utf-8",
     )
     entries = read_list_file(lst)
     assert entries == [
-        Entry(str(VIDEOS / MP4), "absolute path", False),
+        Entry(str(videos_dir / MP4), "absolute path", False),
         Entry(str(tmp_path / "sub" / "clips" / "a.avi"), "relative: a ||| b", False),
         Entry(str(tmp_path / "sub" / "photo.JPG"), "an image", True),
         Entry(str(tmp_path / "sub" / "no_caption.mp4"), "", False),
@@ -87,8 +92,7 @@ def test_list_file_of_the_reference(tmp_path):
         read_list_file(tmp_path / "missing.txt")
 
 
-@needs_real
-def test_csv_webvid_columns_and_template(tmp_path):
+def test_csv_webvid_columns_and_template(tmp_path, videos_dir):
     csv_file = tmp_path / "results_2M_val.csv"
     csv_file.write_text(  # WebVid's header, with a UTF-8 byte-order mark as spreadsheets write it
         "\ufeffvideoid,contentUrl,duration,page_dir,name\n"
@@ -98,11 +102,11 @@ def test_csv_webvid_columns_and_template(tmp_path):
         encoding="utf-8",
     )
     entries = read_csv(
-        csv_file, columns={"caption": "name"}, path_template="{videoid}.mp4", root=VIDEOS
+        csv_file, columns={"caption": "name"}, path_template="{videoid}.mp4", root=videos_dir
     )  # the empty-id row fills the template as ".mp4": kept, and skipped later when it fails to read
     assert entries[:2] == [
-        Entry(str(VIDEOS / "1066674877.mp4"), "cactus flower, blooming", False),
-        Entry(str(VIDEOS / "1066674883.mp4"), "moon rise", False),
+        Entry(str(videos_dir / "1066674877.mp4"), "cactus flower, blooming", False),
+        Entry(str(videos_dir / "1066674883.mp4"), "moon rise", False),
     ]
     by_column = read_csv(csv_file, columns={"path": "videoid", "caption": "name"})
     assert [Path(e.path).name for e in by_column] == ["1066674877", "1066674883"]  # the empty path is dropped
@@ -112,21 +116,20 @@ def test_csv_webvid_columns_and_template(tmp_path):
     with pytest.raises(InputError, match="path_template"):
         read_csv(csv_file, columns={"caption": "name"}, path_template="{video_id}.mp4")
     source = DataSource(
-        str(csv_file), columns={"caption": "name"}, path_template="{videoid}.mp4", root=VIDEOS
+        str(csv_file), columns={"caption": "name"}, path_template="{videoid}.mp4", root=videos_dir
     )
     assert read_source(source) == entries
 
 
-@needs_real
-def test_jsonl_with_column_map(tmp_path):
+def test_jsonl_with_column_map(tmp_path, videos_dir):
     jsonl = tmp_path / "data.jsonl"
     rows = [{"file": MP4, "text": "cactus"}, {"file": AVI, "text": "guitar", "extra": 1}, {"file": "x.png"}]
     jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
-    entries = read_jsonl(jsonl, columns={"path": "file", "caption": "text"}, root=VIDEOS)
+    entries = read_jsonl(jsonl, columns={"path": "file", "caption": "text"}, root=videos_dir)
     assert entries == [
-        Entry(str(VIDEOS / MP4), "cactus", False),
-        Entry(str(VIDEOS / AVI), "guitar", False),
-        Entry(str(VIDEOS / "x.png"), "", True),
+        Entry(str(videos_dir / MP4), "cactus", False),
+        Entry(str(videos_dir / AVI), "guitar", False),
+        Entry(str(videos_dir / "x.png"), "", True),
     ]
     default = tmp_path / "default.jsonl"
     default.write_text(json.dumps({"path": "a.mp4", "caption": "c"}) + "\n", encoding="utf-8")
@@ -138,9 +141,8 @@ def test_jsonl_with_column_map(tmp_path):
         read_jsonl(jsonl)
 
 
-@needs_real
-def test_image_folder_and_sidecar_captions(tmp_path):
-    entries = read_folder(IMAGES)  # captions from its captions.txt
+def test_image_folder_and_sidecar_captions(tmp_path, images_dir):
+    entries = read_folder(images_dir)  # captions from its captions.txt
     assert [Path(e.path).name for e in entries] == [
         "img_0001.jpg",
         "img_0003.jpg",
@@ -193,21 +195,20 @@ def test_sample_shapes_and_ranges(real_dataset, real_samples):
     torch.testing.assert_close(image["clip_pixels"], clip_preprocess(pil, 64), rtol=0, atol=0)
 
 
-@needs_real
 @pytest.mark.parametrize(
     ("name", "target_fps", "stride"),
     [(MP4, 8, 2), (MP4, 16, 1), (AVI, 8, 3)],  # round(16/8), 16/16, round(25/8)
 )
-def test_stride_and_frames_on_a_real_clip(name, target_fps, stride):
+def test_stride_and_frames_on_a_real_clip(name, target_fps, stride, videos_dir):
     cfg = tiny_config([], target_fps=target_fps, clip_width=96)
-    dataset = VideoTextDataset(cfg, [Entry(str(VIDEOS / name), "c")])
+    dataset = VideoTextDataset(cfg, [Entry(str(videos_dir / name), "c")])
     s = dataset[0]
     idx = s["frame_indices"]
     n_total = 165 if name == MP4 else 250
     assert np.diff(idx).tolist() == [stride] * 3 and 0 <= idx[0] <= n_total - stride * 4 - 5
     assert s["fps"] == target_fps  # the condition is the target rate, as in the reference
     if stride == 2:  # the frames are exactly those source frames, pre-processed like the reference
-        raw, _ = read_video(VIDEOS / name, start=idx[0], max_frames=idx[-1] - idx[0] + 1)  # stride 1
+        raw, _ = read_video(videos_dir / name, start=idx[0], max_frames=idx[-1] - idx[0] + 1)  # stride 1
         expected = torch.stack([latent_preprocess(Image.fromarray(f), 64, 48) for f in raw[::stride]], dim=1)
         torch.testing.assert_close(s["frames"], expected, rtol=0, atol=0)
         first = clip_preprocess(Image.fromarray(raw[0]), 96)  # the conditioning image is the first frame
@@ -244,12 +245,11 @@ def test_worker_processes_give_the_same_batches(real_dataset, real_samples):
     assert sorted(seen) == list(range(9))
 
 
-@needs_real
-def test_images_as_one_frame_or_static_clips():
-    single = VideoTextDataset(tiny_config([str(IMAGES)]))
+def test_images_as_one_frame_or_static_clips(images_dir):
+    single = VideoTextDataset(tiny_config([str(images_dir)]))
     s = single[1]
     assert s["frames"].shape == (3, 1, 48, 64) and (s["fps"], s["num_frames"], s["is_image"]) == (1, 1, True)
-    static = VideoTextDataset(tiny_config([str(IMAGES)], image_mode="static"))[1]
+    static = VideoTextDataset(tiny_config([str(images_dir)], image_mode="static"))[1]
     assert static["frames"].shape == (3, 4, 48, 64) and static["num_frames"] == 1
     assert all(torch.equal(static["frames"][:, k], s["frames"][:, 0]) for k in range(4))
     batch = collate([s, single[2]])
@@ -259,8 +259,7 @@ def test_images_as_one_frame_or_static_clips():
         collate([s, static])
 
 
-@needs_real
-def test_bad_files_are_skipped_counted_and_logged_once(tmp_path, caplog):
+def test_bad_files_are_skipped_counted_and_logged_once(tmp_path, caplog, videos_dir, images_dir):
     (tmp_path / "garbage.mp4").write_bytes(
         np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     )
@@ -273,16 +272,16 @@ def test_bad_files_are_skipped_counted_and_logged_once(tmp_path, caplog):
         "empty.mp4",
         "missing.mp4",
         "short.mp4",
-        str(VIDEOS / MP4),
+        str(videos_dir / MP4),
         "broken.jpg",
-        str(IMAGES / "img_0003.jpg"),
+        str(images_dir / "img_0003.jpg"),
     ]
     lst.write_text("".join(f"{n}|||caption {k}\n" for k, n in enumerate(names)), encoding="utf-8")
     dataset = VideoTextDataset(tiny_config([str(lst)]))
     loader = make_dataloader(dataset, 2, shuffle=False)  # batches [0, 1], [2, 3], [4], [5, 6]
     with caplog.at_level(logging.WARNING, logger="i2vgen.train.data"):
         batch = next(iter(loader))
-    good = str(VIDEOS / MP4)
+    good = str(videos_dir / MP4)
     assert batch["paths"] == [good, good] and batch["frames"].shape == (2, 3, 4, 48, 64)
     assert batch["captions"] == ["caption 4", "caption 4"] and batch["indices"].tolist() == [4, 4]
     assert batch["frame_indices"][0] != batch["frame_indices"][1]  # drawn for index 0 and index 1
@@ -294,7 +293,7 @@ def test_bad_files_are_skipped_counted_and_logged_once(tmp_path, caplog):
     assert "empty (0 bytes)" in reasons and "not found" in reasons and "too short" in reasons
 
     images = list(loader)[-1]  # a bad image is replaced by the next image, never by a video
-    assert images["paths"] == [str(IMAGES / "img_0003.jpg")] * 2
+    assert images["paths"] == [str(images_dir / "img_0003.jpg")] * 2
     assert images["skipped"] == [str(tmp_path / "broken.jpg")]
 
     padded = VideoTextDataset(tiny_config([str(lst)], min_frames=2))[3]  # short clips may be padded instead
@@ -335,9 +334,8 @@ def test_sharding_is_disjoint_and_covers_every_entry():
     assert [k[0] for batch in a for k in batch] != [k[0] for batch in b for k in batch]
 
 
-@needs_real
-def test_sharded_loaders_split_the_real_images():
-    dataset = VideoTextDataset(tiny_config([str(IMAGES)]))
+def test_sharded_loaders_split_the_real_images(images_dir):
+    dataset = VideoTextDataset(tiny_config([str(images_dir)]))
     shards = [
         {
             i
@@ -361,9 +359,8 @@ def test_image_weight_sets_the_share_of_images():
     assert any(len({flags[k[0]] for k in b}) == 2 for b in mixed)  # image_mode="static" mixes them
 
 
-@needs_real
-def test_resume_from_a_batch_position_gives_the_same_batches():
-    entries = read_folder(IMAGES) * 3  # 12 entries, cheap to decode
+def test_resume_from_a_batch_position_gives_the_same_batches(images_dir):
+    entries = read_folder(images_dir) * 3  # 12 entries, cheap to decode
     cfg = tiny_config([], seed=7)
 
     def run(position: dict | None, n_epochs: int = 2) -> list[dict]:
