@@ -1,4 +1,4 @@
-"""The `i2vgen` command: one module per command (generate, refine, convert, demo, eval, eval-shapes, train).
+"""The `i2vgen` command: one module per command (generate, refine, convert, demo, eval, eval-shapes, train, serve).
 
 Every failure the user can cause ends in one line on stderr (`i2vgen: error: ...`) and a non-zero exit, with nothing
 partially written and nothing replaced that the user did not name with --overwrite. The commands call the
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from i2vgen.cli.demo import add_demo
     from i2vgen.cli.generate import add_generate
     from i2vgen.cli.refine import add_refine
+    from i2vgen.cli.serve import add_serve
     from i2vgen.cli.train import add_train_commands
     from i2vgen.eval import add_eval_command
     from i2vgen.shapes_eval import add_eval_shapes_command
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(sub)
     add_eval_shapes_command(sub)
     add_train_commands(sub)
+    add_serve(sub)
     return parser
 
 
