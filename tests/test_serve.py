@@ -127,6 +127,21 @@ def test_every_endpoint_round_trip(served):
     assert (read_video(mp4.parent / "direct.mp4")[0] == frames).all()
 
 
+def test_a_refine_job_runs_the_cascade(served):
+    service, client = served
+    settings = {**QUICK, "frames": 4, "steps": 2, "refine": True, "refine_steps": 2}
+    job_id = post_job(client, settings, SAMPLE.read_bytes()).json()["id"]
+    stages = set()
+    job = wait_for(client, job_id, until=lambda j: stages.add(j["stage"]) or j["state"] in TERMINAL)
+    assert job["state"] == "done" and job["stage"] == "refine" and job["settings"]["refiner_model"] == \
+        "tiny-shapes-refiner", job
+    from i2vgen.io import probe_video
+
+    info = probe_video(service.video(job_id))
+    assert (info.num_frames, info.width, info.height) == (4, 64, 64)  # the refiner's size
+    assert client.get(f"/v1/jobs/{job_id}/preview").status_code == 200
+
+
 def bad_requests(client, service) -> list[tuple[str, object, int, str | None]]:
     """(what, response, expected status, expected field) for every kind of refusal."""
     ok = SAMPLE.read_bytes()
@@ -360,9 +375,12 @@ def test_kill_9_while_a_job_runs_then_restart_finishes_it(tmp_path):
         assert not leftovers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        store = JobStore(data)
-        assert (store.get(second).state, store.get(second).attempts) == ("queued", 0)
-        store.close()
+        restarted = JobService(ServeConfig(data_dir=data, preload=False))  # as the next start sees it
+        assert (restarted.get(second).state, restarted.get(second).attempts) == ("queued", 0)
+        from i2vgen.serve.ui import UiHandlers
+
+        assert UiHandlers(restarted).gallery()[1] == [job_id]  # the page's gallery after a restart
+        restarted.stop()
     finally:
         if proc.poll() is None:
             proc.kill()

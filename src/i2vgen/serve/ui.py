@@ -60,7 +60,7 @@ class UiHandlers:
             text = f"{job.stage or 'loading'}: step {job.step} of {job.total or '?'}"
             value, total = job.step, max(job.total, 1)
         else:
-            text = job.state + (f": {job.error}" if job.error and job.state != "done" else "")
+            text = job.state + (f": {job.error}" if job.error else f" ({job.stage}: {job.step} of {job.total} steps)")
             value, total = (1, 1) if job.state == "done" else (job.step, max(job.total, 1))
         return (f'<div id="job-progress-box"><progress id="job-progress" value="{value}" max="{total}" '
                 f'data-state="{job.state}" data-stage="{job.stage or ""}"></progress>'
@@ -153,8 +153,8 @@ def build_ui(service: JobService) -> Any:
                                  buttons=["download"], height=256)
                 download = gr.DownloadButton("Download MP4", elem_id="download", visible=False)
                 info = gr.Markdown("", elem_id="info")
-        gallery = gr.Gallery(label="Earlier jobs (click one to play it)", columns=8, rows=1, height=180,
-                             object_fit="contain", elem_id="gallery", allow_preview=False)
+        gallery = gr.Gallery(label="Earlier jobs (click one to play it)", columns=8, height=200,
+                             object_fit="contain", fit_columns=False, elem_id="gallery", allow_preview=False)
 
         def run(img, pr, neg, mdl, smp, st, gd, sd, fr, w, ht, rf, sg):
             try:
