@@ -78,8 +78,8 @@ DEFAULT_CONFIGS = {
     ("refine", "cuda"): ["bf16-flash", "bf16-flash-tiled@10", "bf16-flash-tiled-w8@10",
                          "bf16-flash-offload-tiled-w8@10"],
     # Tiny size on a CPU exercises every option but compilation (minutes on a CPU) once.
-    ("base", "cpu"): ["fp32-flash", "bf16-math-cl", "fp32-flash-offload-tiled@2"],
-    ("refine", "cpu"): ["fp32-flash-tiled-w2@2"],
+    ("base", "cpu"): ["fp32-flash", "bf16-math-cl", "fp32-flash-offload@2", "fp32-flash-tiled"],
+    ("refine", "cpu"): ["fp32-flash-w2@2", "fp32-flash-tiled"],
 }
 
 
