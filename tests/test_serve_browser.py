@@ -1,6 +1,8 @@
 """The page in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`, driven by Selenium) against
 a real `i2vgen serve` on a free loopback port. Upload a picture, type a prompt, press Generate, watch the progress
-bar and the preview move, see the video load and play, download it. The finished page is saved as docs/ui.png."""
+bar and the preview move, see the video load and play, download it. A screenshot of the finished page is saved in
+the test's folder, and as docs/ui.png where that is missing or I2VGEN_UPDATE_SCREENSHOT=1 (so that a test run does not
+rewrite a tracked file every time)."""
 
 import os
 import shutil
@@ -120,8 +122,10 @@ def test_page_uploads_generates_shows_progress_plays_and_downloads(tmp_path):
         wait_until(lambda: not any(p.suffix == ".crdownload" for p in downloads.iterdir()), 30, "the download")
         meta = probe_video(mp4)
         assert (meta.num_frames, meta.width, meta.height) == (FRAMES, 32, 32)
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
+        driver.save_screenshot(str(tmp_path / "ui.png"))
+        if os.environ.get("I2VGEN_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(tmp_path / "ui.png", SCREENSHOT)
 
         # the gallery lists it (read from the store), also on a fresh load of the page
         driver.get(url + "/")
@@ -133,4 +137,4 @@ def test_page_uploads_generates_shows_progress_plays_and_downloads(tmp_path):
             driver.quit()
         proc.terminate()
         proc.wait(30)
-    assert os.path.getsize(SCREENSHOT) > 10_000
+    assert os.path.getsize(tmp_path / "ui.png") > 10_000
