@@ -15,7 +15,7 @@ too large, 422 a setting or the picture refused, 429 queue full.
 
 import hmac
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from i2vgen.serve.service import VIDEO_FORMATS, JobService
 from i2vgen.serve.store import ServeError
@@ -141,7 +141,7 @@ class TokenGate:
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if self._matches(query.pop("token", [""])[0]):
-            rest = "&".join(f"{k}={v}" for k, vs in query.items() for v in vs)
+            rest = urlencode(query, doseq=True)
             response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), status_code=303)
             response.set_cookie(TOKEN_COOKIE, self.token.decode(), httponly=True, samesite="strict")
         elif scope["path"].startswith(JSON_PREFIXES):

@@ -54,15 +54,16 @@ class Worker(threading.Thread):
         if self.service.config.preload:
             self._preload()
         while not self.service.stopping.is_set():
-            job = self.store.claim()
-            if job is None:
-                with self.service.wakeup:
-                    self.service.wakeup.wait(0.5)
-                continue
             try:
+                job = self.store.claim()
+                if job is None:
+                    with self.service.wakeup:
+                        self.service.wakeup.wait(0.5)
+                    continue
                 self.run_job(job)
-            except Exception:  # noqa: BLE001 - the worker outlives any job; run_job records failures itself
-                log.error("worker: unexpected error around job %s:\n%s", job.id, traceback.format_exc())
+            except Exception:  # noqa: BLE001 - the worker outlives any job (run_job records their failures)
+                log.error("worker: unexpected error:\n%s", traceback.format_exc())
+                time.sleep(1.0)  # e.g. a full disk: retry, without spinning
 
     def _preload(self) -> None:
         from i2vgen.app.run import prepare
