@@ -147,9 +147,12 @@ def bad_requests(client, service) -> list[tuple[str, object, int, str | None]]:
     ok = SAMPLE.read_bytes()
     big = BytesIO()
     Image.new("RGB", (1200, 1000), "white").save(big, format="PNG")  # 1.2 MP > max_pixels, a small file
-    cancelled = post_job(client, {**QUICK, "steps": 400}, ok).json()["id"]
-    service.cancel(cancelled)  # at once when queued, after its step when running: cancelled either way
-    assert wait_for(client, cancelled)["state"] == "cancelled"
+    busy = post_job(client, {**QUICK, "steps": 400}, ok).json()["id"]
+    wait_for(client, busy, until=lambda j: j["state"] == "running")
+    cancelled = post_job(client, QUICK, ok).json()["id"]
+    assert service.cancel(cancelled).state == "cancelled"  # while queued behind `busy`: it never ran, no preview
+    service.cancel(busy)
+    assert wait_for(client, busy)["state"] == "cancelled"
     missing = "0" * 32
     cases = [
         ("no image", post_job(client, QUICK), 422, "image"),
@@ -199,7 +202,7 @@ def test_bad_requests_are_4xx_json_and_the_server_stays_healthy(served):
         assert isinstance(body.get("error"), str) and "\n" not in body["error"], (what, body)
         if field is not None:
             assert body.get("field") == field, (what, body)
-    assert client.get("/v1/jobs").json()["total"] == before + 1  # only the cancelled one was queued
+    assert client.get("/v1/jobs").json()["total"] == before + 2  # only the two cancelled ones were queued
     assert client.get("/healthz").json()["ok"]
     r = post_job(client, QUICK, SAMPLE.read_bytes())  # and it still takes work
     assert wait_for(client, r.json()["id"])["state"] == "done"
@@ -257,6 +260,10 @@ def test_forty_concurrent_submissions_against_a_queue_of_16(tmp_path):
     image = SAMPLE.read_bytes()
     settings = json.dumps({**QUICK, "steps": 2})
     with uvicorn_thread(create_app(service, ui=False)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        # a long job keeps the worker busy during the burst, so exactly max_queue submissions fit in the queue
+        blocker = client.post("/v1/jobs", files={"image": ("in.png", image)},
+                              data={"settings": json.dumps({**QUICK, "steps": 1000})}).json()["id"]
+        wait_for(client, blocker, until=lambda j: j["state"] == "running")
         barrier = threading.Barrier(40)
 
         def submit(i: int) -> httpx.Response:
@@ -267,16 +274,16 @@ def test_forty_concurrent_submissions_against_a_queue_of_16(tmp_path):
             responses = list(pool.map(submit, range(40)))
         accepted = [r.json()["id"] for r in responses if r.status_code == 202]
         refused = [r for r in responses if r.status_code == 429]
-        assert len(accepted) + len(refused) == 40, [r.status_code for r in responses]
-        assert len(accepted) >= 16 and refused, (len(accepted), len(refused))
+        assert (len(accepted), len(refused)) == (16, 24), [r.status_code for r in responses]
         assert all("queue is full" in r.json()["error"] for r in refused)
         assert len(set(accepted)) == len(accepted)
+        assert client.delete(f"/v1/jobs/{blocker}").status_code == 202
         for job_id in accepted:
             assert wait_for(client, job_id, timeout=120)["state"] == "done"
         listing = client.get("/v1/jobs", params={"limit": 100}).json()
-        assert listing["total"] == len(accepted) and {j["id"] for j in listing["jobs"]} == set(accepted)
+        assert listing["total"] == 17 and {j["id"] for j in listing["jobs"]} == {blocker, *accepted}
         assert all(j["attempts"] == 1 for j in listing["jobs"])  # each ran once
-    assert sorted(p.name for p in (service.store.root / "jobs").iterdir()) == sorted(accepted)
+    assert sorted(p.name for p in (service.store.root / "jobs").iterdir()) == sorted([blocker, *accepted])
     service.stop()
 
 

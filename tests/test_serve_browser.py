@@ -27,7 +27,7 @@ from test_serve import SAMPLE, free_port, start_server, wait_healthy
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
 PROMPT = "a red circle moves right"
-STEPS, FRAMES = 16, 8
+STEPS, FRAMES = 30, 8  # enough steps for the bar to be seen moving on a fast machine too
 
 
 def chromium(downloads: Path) -> webdriver.Chrome:

@@ -171,6 +171,7 @@ class JobService:
         if job.state == "running":
             for w in self.workers:
                 w.cancel(job.id)
+            job = self.store.get(job.id)  # its step now: the run ends after the step in progress, at most one more
         return job
 
     def input_path(self, job: Job) -> Path:
