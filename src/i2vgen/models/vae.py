@@ -2,7 +2,10 @@
 
 Videos are (B, C, F, H, W); frames are folded into the batch and run through the 2D VAE in chunks of `chunk_size`
 images, so peak activation memory is bounded by the chunk, not by the video (VGen decodes 2 frames at a time,
-spec §1.3 step 9).
+spec §1.3 step 9). That is the temporal tiling, exact because the SD VAE works frame by frame. `tile=N` adds
+spatial tiling (`models/vae_tiling.py`): each chunk goes through the VAE layer by layer, its convolutions on strips
+of N latent rows at a time and its group norms with whole-frame statistics, which bounds the full-frame temporaries
+to about two layer outputs and gives the untiled result up to float rounding.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import Tensor, nn
 
 from i2vgen.errors import CheckpointError, InputError
+from i2vgen.models import vae_tiling
 
 REFERENCE_SCALING_FACTOR = 0.18215  # VGen `scale_factor` (spec §3); the Hub config's 0.18125 is a typo
 DEFAULT_CHUNK_SIZE = 2  # frames per VAE call, VGen's `decoder_bs`
@@ -126,14 +131,16 @@ class VideoVAE(nn.Module):
         generator: torch.Generator | None = None,
         sample: bool = True,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        tile: int | None = None,
     ) -> Tensor:
         """(B, 3, F, H, W) frames in [-1, 1] -> (B, 4, F, H/8, W/8) latents × `scaling_factor`.
 
         `sample=True` draws from the posterior as VGen does (spec §1.3 step 3), with noise taken from `generator`
         in one draw for the whole video, so the result does not depend on `chunk_size`; `sample=False` returns
-        the posterior mean.
+        the posterior mean. `tile`: spatial tiling in strips of this many latent rows (module docstring).
         """
         _check_chunk_size(chunk_size)
+        self.check_tile(tile)
         _check_video(frames, self.vae.config.in_channels, "frames", self.downscale)
         peak = frames.abs().amax().item()
         if peak > 1.5:  # allow resampling overshoot, catch 0..255 pixels
@@ -142,9 +149,9 @@ class VideoVAE(nn.Module):
         x = _fold(frames)  # (B*F, 3, H, W)
         means, stds = [], []
         for chunk in x.split(chunk_size):
-            posterior = self.vae.encode(chunk.to(self.device, self.dtype)).latent_dist
-            means.append(posterior.mean)  # (n, 4, h, w)
-            stds.append(posterior.std)
+            m, s = self._encode_images(chunk.to(self.device, self.dtype), tile)  # (n, 4, h, w) each
+            means.append(m)
+            stds.append(s)
         mean = _unfold(torch.cat(means), batch)  # (B, 4, F, h, w)
         if not sample:
             return mean * self.scaling_factor
@@ -154,28 +161,57 @@ class VideoVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=noise_device, dtype=torch.float32)
         return (mean + std * noise.to(mean.device, mean.dtype)) * self.scaling_factor
 
+    def _encode_images(self, x: Tensor, tile: int | None) -> tuple[Tensor, Tensor]:
+        """(n, 3, H, W) -> posterior (mean, std), each (n, 4, H/8, W/8); in strips of `tile` latent rows."""
+        if tile is None:
+            posterior = self.vae.encode(x).latent_dist
+        else:
+            posterior = DiagonalGaussianDistribution(vae_tiling.encode(self.vae, x, tile))
+        return posterior.mean, posterior.std
+
     def encode_image(
-        self, image: Tensor, *, generator: torch.Generator | None = None, sample: bool = True
+        self, image: Tensor, *, generator: torch.Generator | None = None, sample: bool = True,
+        tile: int | None = None,
     ) -> Tensor:
         """(B, 3, H, W) image in [-1, 1] -> (B, 4, H/8, W/8) latent × `scaling_factor` (one-frame `encode`)."""
         if image.ndim != 4:
             raise InputError(f"image must be (B, 3, H, W), got shape {tuple(image.shape)}")
-        return self.encode(image.unsqueeze(2), generator=generator, sample=sample)[:, :, 0]
+        return self.encode(image.unsqueeze(2), generator=generator, sample=sample, tile=tile)[:, :, 0]
 
-    def decode(self, latents: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    def decode(
+        self, latents: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE, tile: int | None = None
+    ) -> Tensor:
         """(B, 4, F, h, w) scaled latents -> (B, 3, F, 8h, 8w) frames, nominally in [-1, 1] (not clamped).
 
-        Latents are divided by `scaling_factor` first. Runs in the decoder's dtype (float32 when upcast).
+        Latents are divided by `scaling_factor` first. Runs in the decoder's dtype (float32 when upcast). Frames
+        are decoded `chunk_size` at a time into one preallocated output; `tile`: spatial tiling in strips of this
+        many latent rows (module docstring).
         """
         _check_chunk_size(chunk_size)
+        self.check_tile(tile)
         _check_video(latents, self.latent_channels, "latents", 1)
         batch = latents.shape[0]
         decoder_dtype = self.vae.decoder.conv_in.weight.dtype
         z = _fold(latents) / self.scaling_factor  # (B*F, 4, h, w)
-        frames = [
-            self.vae.decode(chunk.to(self.device, decoder_dtype)).sample for chunk in z.split(chunk_size)
-        ]
-        return _unfold(torch.cat(frames), batch)  # (B, 3, F, H, W)
+        out = None
+        for start in range(0, z.shape[0], chunk_size):
+            frames = self._decode_images(z[start:start + chunk_size].to(self.device, decoder_dtype), tile)
+            if out is None:
+                out = frames.new_empty((z.shape[0], *frames.shape[1:]))  # (B*F, 3, H, W)
+            out[start:start + chunk_size] = frames
+        return _unfold(out, batch)  # (B, 3, F, H, W)
+
+    def check_tile(self, tile: object) -> None:
+        """Raise `InputError` unless `tile` is None or a positive number of latent rows this VAE can tile by."""
+        if tile is None:
+            return
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+            raise InputError(f"tile must be a positive integer (latent rows) or None, got {tile!r}")
+        vae_tiling.check_tileable(self.vae)
+
+    def _decode_images(self, z: Tensor, tile: int | None) -> Tensor:
+        """(n, 4, h, w) unscaled latents -> (n, 3, 8h, 8w); in strips of `tile` latent rows."""
+        return self.vae.decode(z).sample if tile is None else vae_tiling.decode(self.vae, z, tile)
 
 
 def _check_chunk_size(chunk_size: int) -> None:

@@ -94,7 +94,7 @@ class I2VGenPipeline(StagePipeline):
 
     @torch.no_grad()
     def encode_image(self, image: ImageSource, width: int, height: int, *, generator: torch.Generator | None,
-                     sample_posterior: bool = True) -> tuple[Tensor, Tensor]:
+                     sample_posterior: bool = True, vae_tile: int | None = None) -> tuple[Tensor, Tensor]:
         """-> (CLIP image embedding (1, D), first-frame latent (1, 4, height/8, width/8))."""
         img = load_image(image)
         size = self.image_encoder.model.config.image_size  # 224 for the real model
@@ -103,7 +103,7 @@ class I2VGenPipeline(StagePipeline):
             embeds = ie.encode(pixels)
         frame = latent_preprocess(img, width, height)[None]  # (1, 3, H, W) in [-1, 1]
         with self.placement.use(self.vae) as vae:
-            latent = vae.encode_image(frame, generator=generator, sample=sample_posterior)
+            latent = vae.encode_image(frame, generator=generator, sample=sample_posterior, tile=vae_tile)
         return embeds, latent
 
     @torch.no_grad()
@@ -126,6 +126,7 @@ class I2VGenPipeline(StagePipeline):
         generator: torch.Generator | None = None,
         latents: Tensor | None = None,
         decode_chunk_size: int = 2,
+        vae_tile: int | None = None,
         output_type: OutputType = "np",
         callback: StepCallback | None = None,
         sequential_cfg: bool = False,
@@ -146,6 +147,9 @@ class I2VGenPipeline(StagePipeline):
                 noise, in that order.
             latents: initial noise (1, 4, F, height/8, width/8) instead of drawing it.
             decode_chunk_size: frames decoded at once; memory is bounded by the chunk.
+            vae_tile: run the VAE (the first frame's encoding and the decode) in strips of this many latent rows,
+                layer by layer (`VideoVAE.decode`): the same frames for about half the memory of a frame. None:
+                whole frames.
             output_type: "np" (1, F, H, W, 3) float in [0, 1], "pt" (1, 3, F, H, W) in [0, 1], "pil" (a list of
                 lists of images) or "latent" (the final latents).
             callback: called after each step with (step index, timestep, current x0 prediction (1, 4, F, h, w)).
@@ -161,6 +165,7 @@ class I2VGenPipeline(StagePipeline):
                               guidance_scale=guidance_scale, sampler=sampler, samplers=SAMPLERS,
                               output_type=output_type, decode_chunk_size=decode_chunk_size)
         check_generator(generator)
+        self.vae.check_tile(vae_tile)
         f = self.vae.downscale
         if not (isinstance(height, int) and isinstance(width, int)) or height < f or width < f \
                 or height % f or width % f:
@@ -179,7 +184,7 @@ class I2VGenPipeline(StagePipeline):
         # 1. conditions
         text, neg_text = self.encode_prompt(prompt, negative_prompt)
         image_embeds, first_latent = self.encode_image(image, width, height, generator=generator,
-                                                       sample_posterior=sample_posterior)
+                                                       sample_posterior=sample_posterior, vae_tile=vae_tile)
         if "image" in ablate:
             image_embeds = torch.zeros_like(image_embeds)
         if "first_frame" in ablate:
@@ -199,7 +204,7 @@ class I2VGenPipeline(StagePipeline):
             return x
         # 4. decode
         with self.placement.use(self.vae) as vae:
-            frames = vae.decode(x, chunk_size=decode_chunk_size)  # (1, 3, F, H, W)
+            frames = vae.decode(x, chunk_size=decode_chunk_size, tile=vae_tile)  # (1, 3, F, H, W)
         return frames_to_output(frames, output_type)
 
     def _denoise(self, unet: I2VGenUNet, latents: Tensor, text: Tensor, neg_text: Tensor, image_embeds: Tensor,

@@ -343,7 +343,7 @@ class I2VGenRefinePipeline(StagePipeline):
     @torch.no_grad()
     def encode_video(self, frames: Tensor, width: int, height: int, *, generator: torch.Generator | None,
                      resize_mode: ResizeMode = "stretch", sample_posterior: bool = True,
-                     chunk_size: int = 2) -> Tensor:
+                     chunk_size: int = 2, vae_tile: int | None = None) -> Tensor:
         """(F, 3, H, W) frames -> (1, 4, F, height/8, width/8) latents on the device, `ENCODE_SEGMENT` frames at a
         time (the posterior noise is drawn per segment, in order)."""
         latents = []
@@ -351,7 +351,8 @@ class I2VGenRefinePipeline(StagePipeline):
             for i in range(0, frames.shape[0], ENCODE_SEGMENT):
                 seg = resize_frames(frames[i:i + ENCODE_SEGMENT], width, height, resize_mode)  # (n, 3, H, W)
                 seg = seg.transpose(0, 1)[None]  # (1, 3, n, H, W)
-                latents.append(vae.encode(seg, generator=generator, sample=sample_posterior, chunk_size=chunk_size))
+                latents.append(vae.encode(seg, generator=generator, sample=sample_posterior, chunk_size=chunk_size,
+                                          tile=vae_tile))
         return torch.cat(latents, dim=2).float()  # (1, 4, F, h, w)
 
     def timesteps(self, strength: float, sampler: str, steps: int | None = None) -> Tensor:
@@ -385,6 +386,7 @@ class I2VGenRefinePipeline(StagePipeline):
         sequential_cfg: bool = False,
         encode_chunk_size: int = 2,
         decode_chunk_size: int = 2,
+        vae_tile: int | None = None,
         output_type: OutputType = "np",
         callback: StepCallback | None = None,
     ) -> Any:
@@ -406,6 +408,9 @@ class I2VGenRefinePipeline(StagePipeline):
             modelscope_start / round_timesteps: ModelScope's start scale and timestep rounding (module docstring).
             sample_posterior: sample the VAE posterior as the reference does (False: its mean).
             sequential_cfg: the conditional and unconditional branches as two forwards (less memory).
+            encode_chunk_size / decode_chunk_size: frames the VAE encodes / decodes at once.
+            vae_tile: run the VAE encode and decode in strips of this many latent rows, layer by layer
+                (`VideoVAE.decode`): the same frames for about half the memory of a frame. None: whole frames.
             output_type: "np" (1, F, H, W, 3) float in [0, 1], "pt" (1, 3, F, H, W) in [0, 1], "pil" or "latent"
                 (1, 4, F, h, w).
             callback: called after each step with (step index, timestep, x0 prediction of the whole video).
@@ -418,6 +423,7 @@ class I2VGenRefinePipeline(StagePipeline):
         check_refine_args(guidance_scale, guidance_rescale, window_size, window_overlap, output_type,
                           encode_chunk_size, decode_chunk_size)
         check_generator(generator)
+        self.vae.check_tile(vae_tile)
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt),
                            ("positive_suffix", positive_suffix)):
             if not isinstance(text, str):
@@ -432,7 +438,8 @@ class I2VGenRefinePipeline(StagePipeline):
         text, neg_text = self.encode_prompt(prompt, negative_prompt, positive_suffix)
         # 2. SDEdit start: encode, then noise forward to t_start
         x0 = self.encode_video(frames, width, height, generator=generator, resize_mode=resize_mode,
-                               sample_posterior=sample_posterior, chunk_size=encode_chunk_size)  # (1, 4, F, h, w)
+                               sample_posterior=sample_posterior, chunk_size=encode_chunk_size,
+                               vae_tile=vae_tile)  # (1, 4, F, h, w)
         if noise is None:
             gen_device = generator.device if generator is not None else torch.device("cpu")
             noise = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
@@ -450,7 +457,8 @@ class I2VGenRefinePipeline(StagePipeline):
             return x
         # 4. decode, a chunk of frames at a time, each moved to the CPU
         with self.placement.use(self.vae) as vae:
-            out = torch.cat([vae.decode(x[:, :, i:i + decode_chunk_size], chunk_size=decode_chunk_size).cpu()
+            out = torch.cat([vae.decode(x[:, :, i:i + decode_chunk_size], chunk_size=decode_chunk_size,
+                                        tile=vae_tile).cpu()
                              for i in range(0, x.shape[2], decode_chunk_size)], dim=2)  # (1, 3, F, H, W)
         return frames_to_output(out, output_type)
 
