@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from i2vgen import reference
-from i2vgen.app.memory import MemoryError_, estimate, model_geometry
+from i2vgen.app.memory import MemoryError_, MemoryEstimate, estimate, model_geometry, plan
 from i2vgen.app.outputs import OutputError, check_output, clean_stale_temporaries, write_output
 from i2vgen.app.run import Cancelled, generate, load_generation_pipeline, prepare
 from i2vgen.app.settings import DeviceSettings, GenerationSettings, RefineSettings, parse_memory
@@ -117,6 +117,77 @@ def test_geometry_reads_headers_not_weights(model_dir):
     a = estimate(real, frames=16, width=1280, height=704, dtype="fp16", offload=False, sequential_cfg=False)
     b = estimate(real, frames=16, width=1280, height=704, dtype="fp16", offload=True, sequential_cfg=True)
     assert b.weights < a.weights and b.unet * 2 == a.unet
+
+
+@pytest.fixture(scope="module")
+def wide_vae_model(tmp_path_factory):
+    """The tiny model with a 256-wide VAE, so that the decode, not the UNet, bounds a run without CFG batching."""
+    from diffusers import AutoencoderKL
+
+    from i2vgen.models.vae import tiny_vae_config
+
+    c = random_components(0)
+    torch.manual_seed(0)
+    c.vae = AutoencoderKL(**tiny_vae_config(block_out_channels=(256, 256)))
+    return write_model_folder(c, tmp_path_factory.mktemp("w") / "wide")
+
+
+def test_a_tight_budget_gets_sequential_cfg_then_vae_strips(wide_vae_model, picture):
+    geo = model_geometry(wide_vae_model, ("unet", "vae", "text_encoder", "image_encoder"))
+
+    def need(seq, frames, tile):
+        return estimate(geo, frames=2, width=32, height=32, dtype="fp32", offload=False, sequential_cfg=seq,
+                        decode_frames=frames, tile=tile).total
+
+    def planned(budget):
+        p = prepare(small(wide_vae_model, runtime=DeviceSettings(max_memory=budget))).runtime.plan
+        return p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile
+
+    assert need(False, 2, None) > need(False, 1, None) > need(True, 1, None) > need(True, 1, 8)
+    assert planned(need(False, 2, None)) == (False, False, 2, None)  # nothing to save
+    assert planned(need(False, 1, None)) == (False, False, 1, None)  # one frame per VAE call
+    assert planned(need(True, 1, None)) == (True, False, 1, None)  # then the UNet's two branches one by one
+    assert planned(need(True, 1, 8)) == (True, False, 1, 8)  # then the VAE in strips; never offload on the CPU
+    with pytest.raises(MemoryError_) as e:
+        planned(need(True, 1, 8) - 1)
+    assert "\n" not in str(e.value) and "even with sequential CFG" in str(e.value) and "allowed" in str(e.value)
+    # the plan is applied: the tiled, sequential run gives the frames of the plain one (both exact)
+    tight = prepare(small(wide_vae_model, runtime=DeviceSettings(max_memory=need(True, 1, 8))), image=picture)
+    plain = prepare(small(wide_vae_model), image=picture)
+    pipe = load_generation_pipeline(plain)
+    a, b = generate(pipe, plain, str(picture)), generate(pipe, tight, str(picture))
+    assert b.metadata["memory_plan"]["vae_tile"] == 8 and a.metadata["memory_plan"]["vae_tile"] is None
+    np.testing.assert_allclose(b.frames, a.frames, rtol=0, atol=1e-4)
+
+
+def test_the_planner_order_keeps_the_users_choices_and_offloads_last():
+    def need(*, sequential_cfg, offload, decode_frames, tile):  # the weights dominate: only offload helps much
+        weights = 100 if offload else 1000
+        return MemoryEstimate(weights, 50 if sequential_cfg else 100, 10 * decode_frames // (2 if tile else 1), 0)
+
+    p = plan(need, 10**6, where="free", sequential_cfg=True)
+    assert (p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile) == (True, False, 2, None)  # the user's flag
+    p = plan(need, 1112, where="free")  # 1000 + 100 + 10
+    assert (p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile) == (False, False, 1, None)
+    p = plan(need, 1065, where="free")  # 1000 + 50 + 10: sequential CFG only after every VAE saving
+    assert (p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile) == (True, False, 1, None)
+    p = plan(need, 500, where="free")
+    assert (p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile) == (False, True, 2, None)
+    with pytest.raises(MemoryError_, match="needs about"):
+        plan(need, 500, where="free", can_offload=False)  # the CPU: offload frees nothing
+    assert "memory plan: batched CFG, VAE 2 frames at a time, model CPU offload" in p.describe()
+
+
+def test_the_cli_prints_the_plan(wide_vae_model, picture, tmp_path, capsys):
+    from i2vgen.cli import main
+
+    argv = ["generate", "--image", str(picture), "--prompt", "a cat", "--model", str(wide_vae_model), "--frames", "2",
+            "--width", "32", "--height", "32", "--steps", "1", "--seed", "1", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "a.gif"), "--max-memory", "10GB"]) == 0
+    assert "i2vgen: memory plan: batched CFG, VAE 2 frames at a time, no offload: about" in capsys.readouterr().err
+    assert main([*argv, "-o", str(tmp_path / "b.gif"), "--max-memory", "1MB"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("i2vgen: error: this run needs about") and "--max-memory" in err[0]
 
 
 # ---- outputs ------------------------------------------------------------------------------------------------------

@@ -1,12 +1,21 @@
-"""Memory estimates made before any weights load, and the refusal when a run cannot fit.
+"""Memory estimates made before any weights load, the planner that picks the cheapest settings that fit, and the
+refusal when nothing does.
 
 The estimate of one run's peak: the weights on the device (all components, or the largest with model CPU offload),
 plus the UNet's activations during one guided step, plus the VAE decode of one chunk of frames, plus the decoded
-video itself. The UNet's activations scale as (CFG batch) x frames x latent pixels x base channels x bytes per
-element; `UNET_ACT_COEF` is that factor, measured on CPU (`benchmarks/memory_estimate.py`, docs/benchmarks.md), and
-likewise `VAE_ACT_COEF` for the decoder's top level (per frame, x channels x pixels). Sizes come from the folder's
-config.json files and safetensors headers (parameter counts, no tensor is read); a Hub id that is not downloaded yet
-uses the released models' figures.
+video. A sum, not the larger of the UNet step and the decode: on the CPU the allocator keeps much of what the UNet
+step freed, and whole runs measure close to the sum (`benchmarks/memory_estimate.py`). The UNet's activations scale
+as (CFG batch) x frames x latent pixels x base channels x bytes per element; `UNET_ACT_COEF` is that factor,
+measured on CPU. The decode of n frames at once takes VAE_CALL_COEF + VAE_FRAME_COEF x n (in strips,
+`models/vae_tiling.py`: VAE_TILED_COEF x n) times pixels x the decoder's top-level channels x 4 bytes, plus a fixed
+part proportional to the VAE's weights (`VAE_WEIGHT_COEF`; on CPU, oneDNN's copies of them). Sizes come from the
+folder's config.json files and safetensors headers (parameter counts, no tensor is read); a Hub id that is not
+downloaded yet uses the released models' figures.
+
+`plan` tries the settings that save memory, cheapest first, until the estimate fits: the VAE's frames per call and
+strips (they cost a few per cent of the decode, itself a few per cent of a run), then sequential CFG (two UNet
+forwards per step instead of one batched), then model CPU offload (weights crossing the bus at every stage; never on
+the CPU, where it frees nothing). What the user asked for (`--sequential-cfg`, `--offload`) is kept.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +33,18 @@ from i2vgen.errors import I2VGenError
 from i2vgen.model_paths import local_model_path
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-# Measured on CPU, fp32 (benchmarks/memory_estimate.py): 92-99 for the UNet (bench-mid, three sizes), 6.6-8.4 for
-# the real-config VAE decoder (three sizes). Not yet measured on a GPU, where attention kernels differ: there an
-# estimate over the free memory is a warning, not a refusal (`strict`).
+# Measured on CPU, fp32 (benchmarks/memory_estimate.py): 92-99 for the UNet (bench-mid, three sizes); the VAE's
+# figures fitted to the real-config decoder at four sizes up to 1280x720. Not yet measured on a GPU, where attention
+# kernels and allocators differ: there an estimate over the free memory is a warning, not a refusal (`strict`).
 UNET_ACT_COEF = 100.0  # peak UNet activation bytes / (B F h w c0 bytes_per_element)
-VAE_ACT_COEF = 8.5  # peak decoder bytes / (frames_per_chunk H W c0_vae 4)
+VAE_CALL_COEF = 3.3  # peak decoder bytes of a call / (H W c0_vae 4), whatever its frames ...
+VAE_FRAME_COEF = 3.9  # ... plus this per frame of the call
+VAE_TILED_COEF = 3.6  # in strips: per frame of the call, no per-call part
+VAE_WEIGHT_COEF = 0.55  # the decode's fixed part / the VAE's float32 weight bytes
 DECODE_CHUNK = 2  # frames decoded at once (the pipelines' default decode_chunk_size)
+VAE_TILE = 8  # latent rows per strip when the planner tiles the VAE (64 pixel rows of the SD VAE)
+# the planner's VAE settings, cheapest first: (frames per VAE call, strip rows or None for whole frames)
+VAE_CHOICES: tuple[tuple[int, int | None], ...] = ((DECODE_CHUNK, None), (1, None), (1, VAE_TILE))
 OUTPUT_COPIES = 3  # decoded float frames, their numpy copy and the uint8 video
 # The released base model (diffusers layout) when it is not on disk yet: parameters per component, base channels.
 REAL_BASE = {"params": {"unet": 1_420_469_224, "text_encoder": 352_984_064, "image_encoder": 632_076_800,
@@ -49,6 +65,8 @@ class ModelGeometry:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Bytes of one run: the weights on the device, the UNet's activations, the decode's and the decoded video's."""
+
     weights: int
     unet: int
     decode: int
@@ -61,6 +79,35 @@ class MemoryEstimate:
     def describe(self) -> str:
         return (f"about {gb(self.total)} (weights {gb(self.weights)}, UNet step {gb(self.unet)}, decode "
                 f"{gb(self.decode + self.video)})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's settings for a run (applied by `i2vgen.app.run`), with their estimate and the budget."""
+
+    sequential_cfg: bool
+    offload: bool
+    decode_chunk: int  # frames per VAE call
+    vae_tile: int | None  # latent rows per VAE strip; None: whole frames
+    need: MemoryEstimate
+    budget: int | None  # bytes; None: unknown
+    where: str  # how the budget is named ("free on cuda:0", "allowed (--max-memory)")
+
+    def settings(self) -> str:
+        vae = f"VAE {self.decode_chunk} frame{'s' if self.decode_chunk > 1 else ''} at a time"
+        vae += f" in strips of {self.vae_tile} latent rows" if self.vae_tile else ""
+        return (f"{'sequential' if self.sequential_cfg else 'batched'} CFG, {vae}, "
+                f"{'model CPU offload' if self.offload else 'no offload'}")
+
+    def describe(self) -> str:
+        """One line: `memory plan: batched CFG, VAE 2 frames at a time, no offload: about ... of 20.3 GB free ...`."""
+        budget = f" of {gb(self.budget)} {self.where}" if self.budget is not None else ""
+        return f"memory plan: {self.settings()}: {self.need.describe()}{budget}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the output's metadata records."""
+        return {"sequential_cfg": self.sequential_cfg, "offload": self.offload, "decode_chunk": self.decode_chunk,
+                "vae_tile": self.vae_tile, "estimate_bytes": self.need.total, "budget_bytes": self.budget}
 
 
 def gb(n: float) -> str:
@@ -120,17 +167,55 @@ def model_geometry(model: str | os.PathLike, components: tuple[str, ...]) -> Mod
 
 
 def estimate(geometry: ModelGeometry, *, frames: int, width: int, height: int, dtype: str, offload: bool,
-             sequential_cfg: bool, cfg: bool = True, decode_frames: int = DECODE_CHUNK) -> MemoryEstimate:
-    """Peak bytes of one stage's run (see the module doc for the model)."""
+             sequential_cfg: bool, cfg: bool = True, decode_frames: int = DECODE_CHUNK,
+             tile: int | None = None) -> MemoryEstimate:
+    """Peak bytes of one stage's run (see the module doc for the model). `offload`: one component on the device at a
+    time (pass False for the CPU, where offload frees nothing); `decode_frames` / `tile`: the VAE's frames per call
+    and strip rows."""
     per = BYTES[dtype]
     sizes = [n * per for n in geometry.params.values()]
     weights = max(sizes) if offload else sum(sizes)
     f = geometry.downscale
     batch = 2 if cfg and not sequential_cfg else 1
     unet = int(UNET_ACT_COEF * batch * frames * (height // f) * (width // f) * geometry.unet_c0 * per)
-    decode = int(VAE_ACT_COEF * min(decode_frames, frames) * height * width * geometry.vae_c0 * 4)
+    decode = int(vae_decode_bytes(geometry, min(decode_frames, frames), width, height, tile))
     video = OUTPUT_COPIES * frames * height * width * 3 * 4
     return MemoryEstimate(weights, unet, decode, video)
+
+
+def vae_decode_bytes(geometry: ModelGeometry, frames: int, width: int, height: int, tile: int | None) -> float:
+    """Peak bytes of decoding `frames` frames in one VAE call, whole or in strips (`tile`)."""
+    unit = width * height * geometry.vae_c0 * 4
+    coef = VAE_TILED_COEF * frames if tile else VAE_CALL_COEF + VAE_FRAME_COEF * frames
+    return VAE_WEIGHT_COEF * geometry.params.get("vae", 0) * 4 + coef * unit
+
+
+Need = Callable[..., MemoryEstimate]  # need(sequential_cfg=, offload=, decode_frames=, tile=) -> the estimate
+
+
+def plan(need: Need, budget: int | None, *, where: str, strict: bool = True, sequential_cfg: bool = False,
+         offload: bool = False, can_offload: bool = True, hints: Callable[[], list[str]] | None = None) -> Plan:
+    """The cheapest settings whose estimate `need(...)` fits `budget` bytes (module doc for the order); the user's
+    `sequential_cfg` / `offload` are kept, offload is tried only when `can_offload`. When nothing fits: raise
+    `MemoryError_` naming `hints()`, or with `strict` False (a device the coefficients were not measured on) log a
+    warning and return the leanest plan."""
+    tried = []
+    for off in (True,) if offload else (False, True) if can_offload else (False,):
+        for seq in (True,) if sequential_cfg else (False, True):
+            for frames, tile in VAE_CHOICES:
+                e = need(sequential_cfg=seq, offload=off, decode_frames=frames, tile=tile)
+                p = Plan(seq, off, frames, tile, e, budget, where)
+                if budget is None or e.total <= budget:
+                    return p
+                tried.append(p)
+    leanest = min(tried, key=lambda p: p.need.total)
+    tips = "; ".join(hints() if hints is not None else []) or "use a smaller size or fewer frames"
+    message = (f"this run needs {leanest.need.describe()} even with {leanest.settings()}, {gb(budget)} {where}: "
+               f"{tips}")
+    if strict:
+        raise MemoryError_(message)
+    logging.getLogger("i2vgen").warning("%s (an estimate not yet calibrated on this device; going ahead)", message)
+    return leanest
 
 
 def available_memory(device: str) -> int | None:

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from i2vgen.app.memory import available_memory, check_fits, estimate, gb, model_geometry
+from i2vgen.app.memory import (
+    DECODE_CHUNK,
+    VAE_TILE,
+    MemoryEstimate,
+    Plan,
+    available_memory,
+    estimate,
+    gb,
+    model_geometry,
+    plan,
+)
 from i2vgen.app.settings import DeviceSettings, GenerationSettings, RefineSettings, check_size
 from i2vgen.errors import I2VGenError, InputError
 
@@ -77,7 +87,9 @@ def _budget(r: DeviceSettings) -> tuple[int | None, str, bool]:
 
 def prepare(settings: GenerationSettings, image: Any = None) -> GenerationSettings:
     """Resolved and validated settings, or a one-line error: device, sizes, steps, seed, the image (when a path or
-    picture is given) and whether the run fits in memory, all before a model loads."""
+    picture is given) and whether the run fits in memory, all before a model loads. The memory planner's choice
+    (`plan_generate`) is in `runtime.plan` (and `runtime.sequential_cfg` / `runtime.offload`), which `generate`
+    and `load_generation_pipeline` apply."""
     s = settings.resolved()
     s.validate()
     _check_device(s.runtime)
@@ -93,34 +105,40 @@ def prepare(settings: GenerationSettings, image: Any = None) -> GenerationSettin
         geometry = folder_geometry(s.refiner_model, s.refiner_unet)
         if geometry is not None:
             check_target_size(s.refine_width, s.refine_height, *geometry)
-    _check_memory_generate(s)
+    p = plan_generate(s)
+    s.runtime = dataclasses.replace(s.runtime, sequential_cfg=p.sequential_cfg, offload=p.offload, plan=p)
     return s
 
 
-def _check_memory_generate(s: GenerationSettings) -> None:
+def plan_generate(s: GenerationSettings) -> Plan:
+    """The memory planner's settings for resolved settings `s` (`app.memory.plan`), or `MemoryError_` when nothing
+    fits the budget (--max-memory, else the device's free memory)."""
     r = s.runtime
     budget, where, strict = _budget(r)
+    on_cpu = r.device.split(":")[0] == "cpu"
     geo = model_geometry(s.model, BASE_COMPONENTS)
+    rgeo = model_geometry(s.refiner_model, REFINE_COMPONENTS) if s.refine else None
 
-    def need(frames: int, w: int, h: int, dtype: str = r.dtype, offload: bool = r.offload,
-             seq: bool = r.sequential_cfg) -> Any:
-        base = estimate(geo, frames=frames, width=w, height=h, dtype=dtype, offload=offload, sequential_cfg=seq,
-                        cfg=s.guidance != 1)
-        if not s.refine:
+    def need(frames: int = s.num_frames, w: int = s.width, h: int = s.height, *, dtype: str = r.dtype,
+             sequential_cfg: bool = True, offload: bool = True, decode_frames: int = 1,
+             tile: int | None = VAE_TILE) -> MemoryEstimate:
+        kw = {"dtype": dtype, "offload": offload and not on_cpu, "sequential_cfg": sequential_cfg,
+              "decode_frames": decode_frames, "tile": tile}
+        base = estimate(geo, frames=frames, width=w, height=h, cfg=s.guidance != 1, **kw)
+        if rgeo is None:
             return base
-        rgeo = model_geometry(s.refiner_model, REFINE_COMPONENTS)
-        ref = estimate(rgeo, frames=min(frames, 32), width=s.refine_width, height=s.refine_height, dtype=dtype,
-                       offload=offload, sequential_cfg=seq)
+        ref = estimate(rgeo, frames=min(frames, 32), width=s.refine_width, height=s.refine_height, **kw)
+        if on_cpu:  # both stages' weights stay in host memory
+            both = base.weights + ref.weights
+            base, ref = dataclasses.replace(base, weights=both), dataclasses.replace(ref, weights=both)
         return max(base, ref, key=lambda e: e.total)
 
-    current = need(s.num_frames, s.width, s.height)
-    if budget is None or current.total <= budget:
-        return
-    hints = _hints(need, budget, s.num_frames, s.width, s.height, r)
-    check_fits(current, budget, where=where, hints=hints, strict=strict)
+    return plan(need, budget, where=where, strict=strict, sequential_cfg=r.sequential_cfg, offload=r.offload,
+                can_offload=not on_cpu, hints=lambda: _hints(need, budget, s.num_frames, s.width, s.height))
 
 
-def _hints(need: Callable[..., Any], budget: int, frames: int, w: int, h: int, r: DeviceSettings) -> list[str]:
+def _hints(need: Callable[..., MemoryEstimate], budget: int, frames: int, w: int, h: int) -> list[str]:
+    """What would fit with every memory saving on: fewer frames, a smaller size, bf16."""
     hints = []
     fitting = [f for f in (frames // 2, frames // 4, 16, 8, 4) if 1 <= f < frames and need(f, w, h).total <= budget]
     if fitting:
@@ -130,10 +148,8 @@ def _hints(need: Callable[..., Any], budget: int, frames: int, w: int, h: int, r
         if (sw, sh) != (w, h) and need(frames, sw, sh).total <= budget:
             hints.append(f"--width {sw} --height {sh} fits")
             break
-    for flag, kw in (("--sequential-cfg", {"seq": True}), ("--offload", {"offload": True}),
-                     ("--dtype bf16", {"dtype": "bf16"})):
-        if need(frames, w, h, **kw).total <= budget:
-            hints.append(f"{flag} fits")
+    if need(frames, w, h, dtype="bf16").total <= budget:
+        hints.append("--dtype bf16 fits")
     return hints or [f"nothing at this size fits {gb(budget)}; use a smaller size and fewer frames"]
 
 
@@ -180,10 +196,12 @@ def generate(pipe: Any, s: GenerationSettings, image: Any, *, on_step: StepFn | 
     base_kw = {"negative_prompt": s.negative_prompt, "target_fps": s.fps, "num_inference_steps": s.steps,
                "guidance_scale": s.guidance, "sampler": s.sampler, "sequential_cfg": s.runtime.sequential_cfg,
                "timestep_spacing": s.timestep_spacing, "callback": _callback("base", s.steps, on_step, cancel)}
+    vae_kw = _vae_kwargs(s.runtime)
+    base_kw.update(decode_chunk_size=vae_kw["decode_chunk_size"], vae_tile=vae_kw["vae_tile"])
     if s.refine:
         refine_kw = {"num_inference_steps": s.refine_steps, "sampler": s.refine_sampler,
                      "sequential_cfg": s.runtime.sequential_cfg,
-                     "callback": _callback("refine", s.refine_steps, on_step, cancel)}
+                     "callback": _callback("refine", s.refine_steps, on_step, cancel), **vae_kw}
         frames = pipe(image, s.prompt, num_frames=s.num_frames, width=s.width, height=s.height,
                       refine_width=s.refine_width, refine_height=s.refine_height, strength=s.strength,
                       generator=generator, base_kwargs=base_kw, refine_kwargs=refine_kw, output_type="np")[0]
@@ -192,7 +210,15 @@ def generate(pipe: Any, s: GenerationSettings, image: Any, *, on_step: StepFn | 
                       generator=generator, output_type="np", **base_kw)[0]
     meta = s.metadata()
     meta.update(image=_describe(image), seconds=round(time.time() - t0, 2), generator="i2vgen")
+    if s.runtime.plan is not None:
+        meta["memory_plan"] = s.runtime.plan.as_dict()
     return Result(frames, s.save_fps, meta)
+
+
+def _vae_kwargs(r: DeviceSettings) -> dict[str, Any]:
+    """The VAE's frames per call and strips from the memory plan (the pipelines' defaults without one)."""
+    chunk, tile = (r.plan.decode_chunk, r.plan.vae_tile) if r.plan is not None else (DECODE_CHUNK, None)
+    return {"encode_chunk_size": chunk, "decode_chunk_size": chunk, "vae_tile": tile}
 
 
 def _describe(source: Any) -> str:
@@ -210,7 +236,8 @@ class RefineInput:
 
 def prepare_refine(settings: RefineSettings, video: str) -> tuple[RefineSettings, RefineInput]:
     """Resolved, validated settings and the decoded input, or a one-line error before a model loads: the video is
-    probed first, and refused when frames x pixels exceed `MAX_VIDEO_PIXELS` or the run would not fit."""
+    probed first, and refused when frames x pixels exceed `MAX_VIDEO_PIXELS` or the run would not fit (the memory
+    planner's choice is in `runtime.plan`, as `prepare` does)."""
     from i2vgen.io.video import probe_video
     from i2vgen.pipelines.refine import check_target_size, folder_geometry, load_video, sampling_timesteps
 
@@ -228,27 +255,39 @@ def prepare_refine(settings: RefineSettings, video: str) -> tuple[RefineSettings
         raise InputError(f"{video}: {frames} frames of {info.width}x{info.height} would decode to "
                          f"{gb(frames * info.width * info.height * 3)}; refine fewer frames (--max-frames "
                          f"{max(1, MAX_VIDEO_PIXELS // (info.width * info.height))}) or a smaller video")
-    _check_memory_refine(s, frames or 1, info.width * info.height)
+    p = plan_refine(s, frames or 1, info.width * info.height)
+    s.runtime = dataclasses.replace(s.runtime, sequential_cfg=p.sequential_cfg, offload=p.offload, plan=p)
     arr, fps, notes = load_video(video, max_frames=s.max_frames)
     return s, RefineInput(arr, fps, notes, video)
 
 
-def _check_memory_refine(s: RefineSettings, frames: int, input_pixels: int) -> None:
+def plan_refine(s: RefineSettings, frames: int, input_pixels: int) -> Plan:
+    """The memory planner's settings for refining `frames` frames of `input_pixels` pixels each with resolved
+    settings `s`, or `MemoryError_` (see `plan_generate`)."""
     r = s.runtime
     budget, where, strict = _budget(r)
+    on_cpu = r.device.split(":")[0] == "cpu"
     geo = model_geometry(s.model, REFINE_COMPONENTS)
-    window = min(frames, s.window or frames)
-    need = estimate(geo, frames=window, width=s.width, height=s.height, dtype=r.dtype, offload=r.offload,
-                    sequential_cfg=r.sequential_cfg)
     # the decoded input (uint8), its resized float copy and the refined output, all frames
     held = frames * (input_pixels * 3 + 2 * s.width * s.height * 3 * 4)
-    need = dataclasses.replace(need, video=need.video + held)
-    hints = []
-    if budget is not None and need.total > budget:
-        if s.window == 0 or s.window > 8:
-            hints.append("a smaller --window")
-        hints += [f for f in ("--max-frames N", "--sequential-cfg", "--offload", "--dtype bf16")]
-    check_fits(need, budget, where=where, hints=hints, strict=strict)
+
+    def need(window: int = min(frames, s.window or frames), *, dtype: str = r.dtype, sequential_cfg: bool = True,
+             offload: bool = True, decode_frames: int = 1, tile: int | None = VAE_TILE) -> MemoryEstimate:
+        e = estimate(geo, frames=window, width=s.width, height=s.height, dtype=dtype, offload=offload and not on_cpu,
+                     sequential_cfg=sequential_cfg, decode_frames=decode_frames, tile=tile)
+        return dataclasses.replace(e, video=e.video + held)
+
+    def hints() -> list[str]:
+        out = []
+        window = min(frames, s.window or frames)
+        if window > 8 and need(8).total <= budget:
+            out.append("--window 8 fits")
+        if need(dtype="bf16").total <= budget:
+            out.append("--dtype bf16 fits")
+        return out + ["--max-frames N refines fewer frames"]
+
+    return plan(need, budget, where=where, strict=strict, sequential_cfg=r.sequential_cfg, offload=r.offload,
+                can_offload=not on_cpu, hints=hints)
 
 
 def load_refine_pipeline(s: RefineSettings):
@@ -278,9 +317,11 @@ def refine(pipe: Any, s: RefineSettings, video: RefineInput, *, on_step: StepFn 
                guidance_scale=s.guidance, guidance_rescale=s.guidance_rescale, window_size=s.window or None,
                window_overlap=s.overlap if s.window else 0, resize_mode=s.resize,
                generator=torch.Generator().manual_seed(s.seed), sequential_cfg=s.runtime.sequential_cfg,
-               callback=_callback("refine", s.steps, on_step, cancel), output_type="np")[0]
+               callback=_callback("refine", s.steps, on_step, cancel), output_type="np", **_vae_kwargs(s.runtime))[0]
     fps = s.save_fps or video.fps
     meta = s.metadata()
     meta.update(input=str(Path(video.path).resolve()), input_fps=video.fps, fps=fps, frames=len(out),
                 seconds=round(time.time() - t0, 2), generator="i2vgen")
+    if s.runtime.plan is not None:
+        meta["memory_plan"] = s.runtime.plan.as_dict()
     return Result(out, fps, meta)

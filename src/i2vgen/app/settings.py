@@ -13,12 +13,15 @@ import math
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from i2vgen import reference
 from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, default_steps, sampler_names
 from i2vgen.errors import InputError
 from i2vgen.model_paths import local_model_path, suggested_settings
+
+if TYPE_CHECKING:
+    from i2vgen.app.memory import Plan
 
 DTYPES = ("fp32", "fp16", "bf16")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -41,6 +44,7 @@ class DeviceSettings:
     sequential_cfg: bool = False  # guidance as two forwards (less memory)
     max_memory: int | None = None  # bytes the run may use; None: what the device has free
     loras: tuple[str, ...] = ()  # "PATH[:SCALE]" adapters saved by `i2vgen train`
+    plan: Plan | None = None  # the memory planner's choice, set by `app.run.prepare` / `prepare_refine`
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""What the commands share: the device flags, the progress bars, and turning the flags into `DeviceSettings`."""
+"""What the commands share: the device flags, the progress bars, turning the flags into `DeviceSettings`, and the
+memory plan's line."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from i2vgen.app.settings import DTYPES, DeviceSettings, parse_memory
@@ -15,8 +17,10 @@ def add_device_args(p: argparse.ArgumentParser, offload_help: str) -> None:
     p.add_argument("--offload", action="store_true", help=f"model CPU offload: {offload_help}")
     p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
     p.add_argument("--max-memory", default=None, metavar="AMOUNT",
-                   help="memory the run may use, e.g. 20GB (default: what the device has free); a run estimated "
-                        "to need more is refused before any work, with the settings that would fit")
+                   help="memory the run may use, e.g. 20GB (default: what the device has free). The run's memory "
+                        "plan (batched or sequential CFG, the VAE's frames per call and strips, offload) is the "
+                        "cheapest that fits, printed before the models load; a run that cannot fit is refused "
+                        "before any work, with the settings that would")
     p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
                    help="apply a LoRA adapter saved by `i2vgen train` to the UNet (repeatable; scale default 1)")
     p.add_argument("--overwrite", action="store_true",
@@ -28,6 +32,16 @@ def device_settings(args: argparse.Namespace) -> DeviceSettings:
     return DeviceSettings(device=args.device, dtype=args.dtype, variant=args.variant, offload=args.offload,
                           sequential_cfg=args.sequential_cfg, loras=tuple(args.lora),
                           max_memory=None if args.max_memory is None else parse_memory(args.max_memory))
+
+
+def show_plan(settings: Any, shown: str | None = None) -> str | None:
+    """Print `i2vgen: memory plan: ...` for prepared settings unless the plan's settings are those `shown` last;
+    -> the settings shown."""
+    plan = settings.runtime.plan
+    if plan is None or plan.settings() == shown:
+        return shown
+    print(f"i2vgen: {plan.describe()}", file=sys.stderr)
+    return plan.settings()
 
 
 class Bars:

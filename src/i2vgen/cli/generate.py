@@ -196,13 +196,15 @@ def _sidecar_key(path: Path) -> str | None:
 def _run(items: list, args: argparse.Namespace, single: bool) -> int:
     from i2vgen.app.outputs import write_output
     from i2vgen.app.run import generate, load_generation_pipeline
-    from i2vgen.cli.common import Bars
+    from i2vgen.cli.common import Bars, show_plan
 
     if not items:
         return 0
+    shown = show_plan(items[0][1])
     pipe = load_generation_pipeline(items[0][1])
     failures = 0
     for item, s in items:
+        shown = show_plan(s, shown)
         bars = Bars(args.quiet, item.image.name)
         try:
             result = generate(pipe, s, str(item.image), on_step=bars)

@@ -57,7 +57,7 @@ def run_refine(args: argparse.Namespace) -> int:
     from i2vgen.app.outputs import check_output, estimate_output_bytes, output_kind, write_output
     from i2vgen.app.run import load_refine_pipeline, prepare_refine, refine
     from i2vgen.app.settings import RefineSettings
-    from i2vgen.cli.common import Bars, device_settings
+    from i2vgen.cli.common import Bars, device_settings, show_plan
 
     output_kind(args.output)  # an unknown extension fails before any work
     settings = RefineSettings(
@@ -76,6 +76,7 @@ def run_refine(args: argparse.Namespace) -> int:
     if s.resize == "stretch" and abs((w / h) / (s.width / s.height) - 1) > 0.02:
         print(f"i2vgen: note: the {w}x{h} input is stretched to {s.width}x{s.height}; --resize crop keeps its "
               f"aspect", file=sys.stderr)
+    show_plan(s)
     pipe = load_refine_pipeline(s)
     bars = Bars(args.quiet, Path(args.video).name)
     try:
