@@ -136,11 +136,14 @@ def test_a_tight_budget_gets_sequential_cfg_then_vae_strips(wide_vae_model, pict
     geo = model_geometry(wide_vae_model, ("unet", "vae", "text_encoder", "image_encoder"))
 
     def need(seq, frames, tile):
-        return estimate(geo, frames=2, width=32, height=32, dtype="fp32", offload=False, sequential_cfg=seq,
+        return estimate(geo, frames=2, width=64, height=64, dtype="fp32", offload=False, sequential_cfg=seq,
                         decode_frames=frames, tile=tile).total
 
+    def settings(**kw):
+        return small(wide_vae_model, width=64, height=64, **kw)
+
     def planned(budget):
-        p = prepare(small(wide_vae_model, runtime=DeviceSettings(max_memory=budget))).runtime.plan
+        p = prepare(settings(runtime=DeviceSettings(max_memory=budget))).runtime.plan
         return p.sequential_cfg, p.offload, p.decode_chunk, p.vae_tile
 
     assert need(False, 2, None) > need(False, 1, None) > need(True, 1, None) > need(True, 1, 8)
@@ -152,8 +155,8 @@ def test_a_tight_budget_gets_sequential_cfg_then_vae_strips(wide_vae_model, pict
         planned(need(True, 1, 8) - 1)
     assert "\n" not in str(e.value) and "even with sequential CFG" in str(e.value) and "allowed" in str(e.value)
     # the plan is applied: the tiled, sequential run gives the frames of the plain one (both exact)
-    tight = prepare(small(wide_vae_model, runtime=DeviceSettings(max_memory=need(True, 1, 8))), image=picture)
-    plain = prepare(small(wide_vae_model), image=picture)
+    tight = prepare(settings(runtime=DeviceSettings(max_memory=need(True, 1, 8))), image=picture)
+    plain = prepare(settings(), image=picture)
     pipe = load_generation_pipeline(plain)
     a, b = generate(pipe, plain, str(picture)), generate(pipe, tight, str(picture))
     assert b.metadata["memory_plan"]["vae_tile"] == 8 and a.metadata["memory_plan"]["vae_tile"] is None

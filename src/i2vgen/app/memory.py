@@ -6,9 +6,10 @@ plus the UNet's activations during one guided step, plus the VAE decode of one c
 video. A sum, not the larger of the UNet step and the decode: on the CPU the allocator keeps much of what the UNet
 step freed, and whole runs measure close to the sum (`benchmarks/memory_estimate.py`). The UNet's activations scale
 as (CFG batch) x frames x latent pixels x base channels x bytes per element; `UNET_ACT_COEF` is that factor,
-measured on CPU. The decode of n frames at once takes VAE_CALL_COEF + VAE_FRAME_COEF x n (in strips,
-`models/vae_tiling.py`: VAE_TILED_COEF x n) times pixels x the decoder's top-level channels x 4 bytes, plus a fixed
-part proportional to the VAE's weights (`VAE_WEIGHT_COEF`; on CPU, oneDNN's copies of them). Sizes come from the
+measured on CPU. The decode of n frames at once takes VAE_CALL_COEF + VAE_FRAME_COEF x n times pixels x the
+decoder's top-level channels x 4 bytes (in strips, `models/vae_tiling.py`: n x (VAE_TILED_COEF x pixels +
+VAE_STRIP_COEF x the pixels of one strip) x channels x 4), plus a fixed part proportional to the VAE's weights
+(`VAE_WEIGHT_COEF`). Sizes come from the
 folder's config.json files and safetensors headers (parameter counts, no tensor is read); a Hub id that is not
 downloaded yet uses the released models' figures.
 
@@ -34,13 +35,15 @@ from i2vgen.model_paths import local_model_path
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Measured on CPU, fp32 (benchmarks/memory_estimate.py): 92-99 for the UNet (bench-mid, three sizes); the VAE's
-# figures fitted to the real-config decoder at four sizes up to 1280x720. Not yet measured on a GPU, where attention
-# kernels and allocators differ: there an estimate over the free memory is a warning, not a refusal (`strict`).
+# figures are least-squares fits to the real-config decoder at four sizes from 256x256 to 1280x720 (within 15 %).
+# Not yet measured on a GPU, where kernels and allocators differ: there an estimate over the free memory is a
+# warning, not a refusal (`strict`).
 UNET_ACT_COEF = 100.0  # peak UNet activation bytes / (B F h w c0 bytes_per_element)
-VAE_CALL_COEF = 3.3  # peak decoder bytes of a call / (H W c0_vae 4), whatever its frames ...
-VAE_FRAME_COEF = 3.9  # ... plus this per frame of the call
-VAE_TILED_COEF = 3.6  # in strips: per frame of the call, no per-call part
-VAE_WEIGHT_COEF = 0.55  # the decode's fixed part / the VAE's float32 weight bytes
+VAE_CALL_COEF = 3.9  # peak decoder bytes of a call / (H W c0_vae 4), whatever its frames ...
+VAE_FRAME_COEF = 4.0  # ... plus this per frame of the call
+VAE_TILED_COEF = 2.6  # in strips: per frame of the call, / (H W c0_vae 4) ...
+VAE_STRIP_COEF = 15.0  # ... plus this / (one strip's pixels c0_vae 4)
+VAE_WEIGHT_COEF = 0.25  # the decode's fixed part / the VAE's float32 weight bytes
 DECODE_CHUNK = 2  # frames decoded at once (the pipelines' default decode_chunk_size)
 VAE_TILE = 8  # latent rows per strip when the planner tiles the VAE (64 pixel rows of the SD VAE)
 # the planner's VAE settings, cheapest first: (frames per VAE call, strip rows or None for whole frames)
@@ -184,10 +187,13 @@ def estimate(geometry: ModelGeometry, *, frames: int, width: int, height: int, d
 
 
 def vae_decode_bytes(geometry: ModelGeometry, frames: int, width: int, height: int, tile: int | None) -> float:
-    """Peak bytes of decoding `frames` frames in one VAE call, whole or in strips (`tile`)."""
-    unit = width * height * geometry.vae_c0 * 4
-    coef = VAE_TILED_COEF * frames if tile else VAE_CALL_COEF + VAE_FRAME_COEF * frames
-    return VAE_WEIGHT_COEF * geometry.params.get("vae", 0) * 4 + coef * unit
+    """Peak bytes of decoding `frames` frames in one VAE call, whole or in strips of `tile` latent rows."""
+    per_pixel = geometry.vae_c0 * 4
+    fixed = VAE_WEIGHT_COEF * geometry.params.get("vae", 0) * 4
+    if tile is None:
+        return fixed + (VAE_CALL_COEF + VAE_FRAME_COEF * frames) * width * height * per_pixel
+    strip = width * min(height, tile * geometry.downscale)
+    return fixed + frames * (VAE_TILED_COEF * width * height + VAE_STRIP_COEF * strip) * per_pixel
 
 
 Need = Callable[..., MemoryEstimate]  # need(sequential_cfg=, offload=, decode_frames=, tile=) -> the estimate
