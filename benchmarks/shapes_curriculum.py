@@ -1,4 +1,4 @@
-"""The `tiny-shapes-text` recipe's curriculum stages at full size (32 px, 16 frames), probed after each stage.
+"""The `tiny-shapes-text` recipe's curriculum stages at its own size (32 px), probed after each stage.
 
 Run: `.venv/bin/python benchmarks/shapes_curriculum.py [--stages 4] [--threads 2] [-o runs/curriculum]`
 
@@ -40,7 +40,8 @@ def main() -> int:
     components = local_model_path("tiny-shapes")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    clips = [c for c in (shapes.make_clip(s) for s in shapes.split_seeds("heldout", 60)) if len(c.shapes) == 1][:24]
+    clips = [c for c in (shapes.make_clip(s, num_frames=cfg.num_frames) for s in shapes.split_seeds("heldout", 60))
+             if len(c.shapes) == 1][:24]
     init, rows, t0 = None, [], time.perf_counter()
     for i in range(len(cfg.curriculum) if args.stages is None else args.stages):
         name = f"curriculum-{i}"
