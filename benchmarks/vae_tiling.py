@@ -63,7 +63,10 @@ def child(frames: int, width: int, height: int, chunk: int, tile: int, blended: 
 
 
 def tiny_rows() -> list[dict]:
-    """The trained tiny-shapes VAE at 256x256 (latent 128x128): our strips and diffusers' blended tiles."""
+    """The trained tiny-shapes VAE at 256x256 (latent 128x128): our strips and diffusers' blended tiles against the
+    untiled float32 pass, and the untiled float32 pass and the strips against a float64 pass."""
+    import copy
+
     import numpy as np
 
     from i2vgen.models.vae import VideoVAE
@@ -76,6 +79,14 @@ def tiny_rows() -> list[dict]:
     with torch.no_grad():
         z = vae.encode(x, sample=False)  # (1, 4, 4, 128, 128)
         ref, ref_z = vae.decode(z), z
+        vae64 = copy.deepcopy(vae).double()
+        exact, exact_z = vae64.decode(z.double()), vae64.encode(x.double(), sample=False)
+        rows.append({"vae": "tiny-shapes", "kind": "untiled float32 vs float64",
+                     "decode_err": (ref.double() - exact).abs().max().item(),
+                     "encode_err": (ref_z.double() - exact_z).abs().max().item()})
+        rows.append({"vae": "tiny-shapes", "kind": "strips of 8 latent rows, float32 vs float64",
+                     "decode_err": (vae.decode(z, tile=8).double() - exact).abs().max().item(),
+                     "encode_err": (vae.encode(x, sample=False, tile=8).double() - exact_z).abs().max().item()})
         for tile in (8, 32):
             err = (vae.decode(z, tile=tile) - ref).abs().max().item()
             err_z = (vae.encode(x, sample=False, tile=tile) - ref_z).abs().max().item()
@@ -101,6 +112,7 @@ def main() -> int:
                    help="CHUNK:TILE decodes of all frames (TILE 0: untiled); 1:0 is the reference")
     p.add_argument("--blended", action="store_true")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--tiny-only", action="store_true", help="only the tiny-shapes rows (seconds)")
     p.add_argument("--child", nargs=7, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,9 +120,11 @@ def main() -> int:
         f, w, h, chunk, tile, blended, out = args.child
         print(json.dumps(child(int(f), int(w), int(h), int(chunk), int(tile), blended == "1", out)))
         return 0
-    if args.tiny:
+    if args.tiny or args.tiny_only:
         for row in tiny_rows():
             print(json.dumps(row), flush=True)
+        if args.tiny_only:
+            return 0
     baseline = set(range(len(args.baseline_frames)))
     jobs = [(n, n, 0, False) for n in args.baseline_frames]  # whole batch: chunk = frames, untiled
     jobs += [(args.frames, *map(int, c.split(":")), False) for c in args.configs]
