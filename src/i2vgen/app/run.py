@@ -94,7 +94,10 @@ def prepare(settings: GenerationSettings, image: Any = None) -> GenerationSettin
     s.validate()
     _check_device(s.runtime)
     _check_loras(s.runtime.loras)
-    check_size(s.width, s.height, "", model_geometry(s.model, ()).downscale)
+    geo = model_geometry(s.model, ())
+    check_size(s.width, s.height, "", geo.downscale)
+    if s.cache_interval > 1 and s.cache_depth > geo.unet_levels:
+        raise InputError(f"cache depth {s.cache_depth} is more than the UNet's {geo.unet_levels} levels")
     if image is not None:
         from i2vgen.io import load_image
 
@@ -195,7 +198,8 @@ def generate(pipe: Any, s: GenerationSettings, image: Any, *, on_step: StepFn | 
     generator = torch.Generator().manual_seed(s.seed)
     base_kw = {"negative_prompt": s.negative_prompt, "target_fps": s.fps, "num_inference_steps": s.steps,
                "guidance_scale": s.guidance, "sampler": s.sampler, "sequential_cfg": s.runtime.sequential_cfg,
-               "timestep_spacing": s.timestep_spacing, "callback": _callback("base", s.steps, on_step, cancel)}
+               "timestep_spacing": s.timestep_spacing, "cfg_until": s.cfg_until, "cache_interval": s.cache_interval,
+               "cache_depth": s.cache_depth, "callback": _callback("base", s.steps, on_step, cancel)}
     vae_kw = _vae_kwargs(s.runtime)
     base_kw.update(decode_chunk_size=vae_kw["decode_chunk_size"], vae_tile=vae_kw["vae_tile"])
     if s.refine:

@@ -23,6 +23,9 @@ from i2vgen.model_paths import local_model_path, suggested_settings
 if TYPE_CHECKING:
     from i2vgen.app.memory import Plan
 
+# The `--fast` preset (issue 13): the sampler, steps, guided share and step caching that reached DDIM-50's held-out
+# quality soonest on the trained tiny-shapes model (benchmarks/fast_sampling.py, docs/benchmarks.md).
+FAST: dict[str, Any] = {"sampler": "dpmpp-2m", "steps": 12, "cfg_until": 0.5, "cache_interval": 2, "cache_depth": 1}
 DTYPES = ("fp32", "fp16", "bf16")
 SPACINGS = ("leading", "trailing", "linspace")
 RESIZE_MODES = ("stretch", "crop")
@@ -73,6 +76,11 @@ class GenerationSettings:
     strength: float | None = None
     refine_steps: int | None = None
     refine_sampler: str = DEFAULT_SAMPLERS["refine"]
+    # speed (issue 13; docs/benchmarks.md "Fewer UNet calls"): guide the first `cfg_until` share of the steps only;
+    # step caching every `cache_interval` steps over the outer `cache_depth` levels (1: off). `FAST` sets them.
+    cfg_until: float = 1.0
+    cache_interval: int = 1
+    cache_depth: int = 1
     runtime: DeviceSettings = field(default_factory=DeviceSettings)
 
     @classmethod
@@ -116,6 +124,9 @@ class GenerationSettings:
         check_choice(self.sampler, "sampler", sampler_names("base"))
         check_int(self.steps, "steps", 1, MAX_STEPS)
         check_number(self.guidance, "guidance", 0, 100)
+        check_number(self.cfg_until, "cfg until", 0, 1, low_open=True)
+        check_int(self.cache_interval, "cache interval", 1, MAX_STEPS)
+        check_int(self.cache_depth, "cache depth", 1, 8)
         if self.timestep_spacing is not None:
             check_choice(self.timestep_spacing, "timestep spacing", SPACINGS)
         check_seed(self.seed)
@@ -138,6 +149,8 @@ class GenerationSettings:
                 "sampler": self.sampler, "steps": self.steps, "timestep_spacing": self.timestep_spacing,
                 "guidance": self.guidance, "fps_condition": self.fps, "model": str(self.model),
                 "frames": self.num_frames, "width": self.width, "height": self.height}
+        if (self.cfg_until, self.cache_interval) != (1.0, 1):  # recorded when used (resume keys stay as they were)
+            meta.update(cfg_until=self.cfg_until, cache_interval=self.cache_interval, cache_depth=self.cache_depth)
         if self.refine:
             meta.update(width=self.refine_width, height=self.refine_height, base_width=self.width,
                         base_height=self.height,

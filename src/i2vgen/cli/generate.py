@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2vgen import reference
+from i2vgen.app.settings import FAST
 from i2vgen.errors import I2VGenError, InputError
 
 BATCH_SEED_COLUMN = "seed"
@@ -48,7 +49,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance (default {reference.GUIDANCE}, the reference; a tiny model's "
                         f"own suggestion)")
-    p.add_argument("--sampler", default="ddim", choices=sampler_names("base"))
+    p.add_argument("--sampler", default=None, choices=sampler_names("base"), help="default ddim (--fast: its own)")
     p.add_argument("--timestep-spacing", default=None, choices=("leading", "trailing", "linspace"),
                    help="sampling grid (default: the model's suggestion, else the sampler's: leading for ddim)")
     p.add_argument("--seed", type=int, default=None,
@@ -60,6 +61,18 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
                    help=f"frame rate of the written file (default {reference.SAVE_FPS:g}, as the reference saves)")
     p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt (base stage)")
     p.add_argument("--force", action="store_true", help="with --list: redo items made with other settings")
+    f = p.add_argument_group("speed (docs/benchmarks.md, 'Fewer UNet calls')")
+    f.add_argument("--fast", action="store_true",
+                   help="the measured fast preset: " + ", ".join(f"{k} {v}" for k, v in FAST.items())
+                        + " (flags given explicitly win)")
+    f.add_argument("--cfg-until", type=float, default=None,
+                   help="guide only the first FRACTION of the steps; the rest run the conditional branch alone "
+                        "(default 1: every step, the reference)")
+    f.add_argument("--cache-interval", type=int, default=None,
+                   help="step caching: every N-th step runs the whole UNet, the steps between reuse its deep "
+                        "features (default 1: off)")
+    f.add_argument("--cache-depth", type=int, default=None,
+                   help="outer UNet levels a cached step recomputes (default 1)")
     r = p.add_argument_group("refinement stage (--refine)")
     r.add_argument("--refine", action="store_true", help="refine the base stage's frames (the I2VGen-XL cascade)")
     r.add_argument("--refiner-model", help="refiner model folder (unet/, vae/, text_encoder/, tokenizer/) or built-in "
@@ -81,13 +94,18 @@ def settings_from_args(args: argparse.Namespace, prompt: str, seed: int | None):
     from i2vgen.app.settings import GenerationSettings
     from i2vgen.cli.common import device_settings
 
+    speed = {"sampler": args.sampler, "steps": args.steps, "cfg_until": args.cfg_until,
+             "cache_interval": args.cache_interval, "cache_depth": args.cache_depth}
+    if args.fast:
+        speed = {k: FAST.get(k) if v is None else v for k, v in speed.items()}
+    speed = {k: v for k, v in speed.items() if v is not None}  # the rest: the settings' defaults
     return GenerationSettings(
         prompt=prompt, negative_prompt=args.negative_prompt, model=args.model, num_frames=args.frames,
-        width=args.width, height=args.height, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+        width=args.width, height=args.height, guidance=args.guidance,
         timestep_spacing=args.timestep_spacing, seed=seed, fps=args.fps, save_fps=args.save_fps, refine=args.refine,
         refiner_model=args.refiner_model, refiner_unet=args.refiner_unet, refine_width=args.refine_width,
         refine_height=args.refine_height, strength=args.strength, refine_steps=args.refine_steps,
-        runtime=device_settings(args))
+        runtime=device_settings(args), **speed)
 
 
 @dataclass

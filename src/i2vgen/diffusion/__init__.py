@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "i2vgen.diffusion.denoiser": ("Denoiser", "Net", "append_dims", "v_target", "v_to_eps", "v_to_x0",
                                   "vpred_denoiser"),
-    "i2vgen.diffusion.guidance": ("classifier_free_guidance", "rescale_guidance"),
+    "i2vgen.diffusion.guidance": ("classifier_free_guidance", "guidance_min_t", "rescale_guidance"),
     "i2vgen.diffusion.losses": ("offset_noise_like", "q_sample", "v_loss"),
     "i2vgen.diffusion.registry": ("SAMPLERS", "SamplerSpec", "get_sampler"),
     "i2vgen.diffusion.sampler_table": ("sampler_names",),

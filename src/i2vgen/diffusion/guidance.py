@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["classifier_free_guidance", "rescale_guidance"]
+__all__ = ["classifier_free_guidance", "guidance_min_t", "rescale_guidance"]
 
 
 def rescale_guidance(out: Tensor, cond_out: Tensor, rescale: float) -> Tensor:
@@ -54,6 +55,7 @@ def classifier_free_guidance(
     *,
     rescale: float = 0.0,
     batched: bool = True,
+    min_t: float | None = None,
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """Wrap `net(x, t, **kwargs) -> v` into `guided(x, t) -> u + scale * (c - u)` (VGen / ModelScope: on v).
 
@@ -61,7 +63,9 @@ def classifier_free_guidance(
     (ints, None) and 0-dim tensors are passed as they are and must agree. `batched=True` runs one forward on
     [uncond, cond] (the kwargs are concatenated once, here); `batched=False` runs two forwards, cond then uncond (VGen's
     order), with half the activation memory. `rescale` > 0 applies `rescale_guidance`. `scale == 1` runs only the
-    conditional pass (no rescale, as ModelScope).
+    conditional pass (no rescale, as ModelScope). `min_t`: guide only at timesteps t >= min_t and run only the
+    conditional pass below (guidance where it pays: the late, low-noise steps refine details the guided early steps
+    have decided; see `guidance_min_t`).
     """
     if rescale and not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must be in [0, 1], got {rescale}")
@@ -72,6 +76,8 @@ def classifier_free_guidance(
     cond, uncond = dict(cond), dict(uncond)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
+        if min_t is not None and float(t.flatten()[0]) < min_t:
+            return net(x, t, **cond)
         if batched:
             u_out, c_out = net(torch.cat([x, x]), torch.cat([t, t]), **both).chunk(2)  # (B, ...) each
         else:
@@ -81,3 +87,13 @@ def classifier_free_guidance(
         return rescale_guidance(out, c_out, rescale) if rescale > 0 else out
 
     return guided
+
+
+def guidance_min_t(timesteps: Tensor, cfg_until: float) -> float | None:
+    """The `min_t` that guides the first `cfg_until` share of the steps of the grid `timesteps` (descending) and not
+    the rest: ceil(cfg_until * steps) guided steps, at least one. None when every step is guided (cfg_until >= 1)."""
+    if not 0.0 < cfg_until <= 1.0:
+        raise ValueError(f"cfg_until must be in (0, 1], got {cfg_until}")
+    ts = torch.as_tensor(timesteps).flatten().tolist()
+    guided = max(1, math.ceil(cfg_until * len(ts) - 1e-9))
+    return None if guided >= len(ts) else float(ts[guided - 1])

@@ -83,24 +83,37 @@ class UNet3D(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def trunk(self, x: Tensor, emb: Tensor, context: Tensor) -> Tensor:
+    def trunk(self, x: Tensor, emb: Tensor, context: Tensor, cache: StepCache | None = None) -> Tensor:
         # x: (B, C_in, F, H, W); emb: (B, E); context: (B, S, D)
         b, _, f, hgt, wid = x.shape
         h = x.transpose(1, 2).reshape(b * f, -1, hgt, wid)  # (B*F, C_in, H, W)
         h = h.contiguous(memory_format=torch.channels_last)  # see i2vgen.models.blocks: one layout throughout
         emb = F.silu(emb)  # every ResBlock applies SiLU to the embedding first: do it once
+        n, per_level = len(self.down_blocks), self.config.layers_per_block + 1  # skips each up level takes
+        if cache is not None and cache.depth > n:
+            raise InputError(f"cache depth {cache.depth} is more than the UNet's {n} levels")
+        slot = cache.slot(context, x.shape) if cache is not None else None
+        fresh = slot is None or slot.refresh_now()
+        # the last `depth` up levels take the first depth * per_level skips: a cached step computes only those
+        keep = n * per_level if fresh else cache.depth * per_level
         h = self.conv_in(h)
         h = self._run(self.transformer_in, h, f)
         skips = [h]
         for level in self.down_blocks:
             for i in range(len(level.resnets)):
-                h = self._run(level.layer, i, h, emb, context, f)
-                skips.append(h)
-            if hasattr(level, "downsamplers"):
+                if len(skips) < keep:
+                    h = self._run(level.layer, i, h, emb, context, f)
+                    skips.append(h)
+            if hasattr(level, "downsamplers") and len(skips) < keep:
                 h = level.downsamplers[0](h)
                 skips.append(h)
-        h = self._run(self.mid_block, h, emb, context, f)
-        for level in self.up_blocks:
+        if fresh:
+            h = self._run(self.mid_block, h, emb, context, f)
+        for j, level in enumerate(self.up_blocks):
+            if j == n - (cache.depth if cache is not None else 0):
+                h = slot.store(h) if fresh else slot.feature  # the deep features: computed, or the last ones
+            elif not fresh and j < n - cache.depth:
+                continue
             for i in range(len(level.resnets)):
                 h = torch.cat([h, skips.pop()], dim=1)
                 h = self._run(level.layer, i, h, emb, context, f)
@@ -111,6 +124,46 @@ class UNet3D(nn.Module):
                                      f"got {tuple(h.shape[-2:])} where the skip is {tuple(skips[-1].shape[-2:])}")
         h = self.conv_out(F.silu(self.conv_norm_out(h)))  # (B*F, C_out, H, W)
         return h.reshape(b, f, -1, hgt, wid).transpose(1, 2).contiguous()  # (B, C_out, F, H, W)
+
+
+class _CacheSlot:
+    """The deep features of one guidance branch (one context tensor, one input shape) and its call count."""
+
+    def __init__(self, interval: int) -> None:
+        self.interval, self.calls, self.feature = interval, 0, None
+
+    def refresh_now(self) -> bool:
+        fresh = self.feature is None or self.calls % self.interval == 0
+        self.calls += 1
+        return fresh
+
+    def store(self, h: Tensor) -> Tensor:
+        self.feature = h
+        return h
+
+
+class StepCache:
+    """DeepCache-style step caching (Ma et al. 2024, "DeepCache"): adjacent denoising steps change the UNet's deep
+    features little, so every `interval`-th call per branch runs the whole trunk and keeps the input of the last
+    `depth` up levels; the calls between run only the first `depth` encoder levels (for their skips), reuse those
+    features and run the last `depth` up levels. `interval` 1 is the plain UNet.
+
+    One object per video: pass it to every UNet call of the video (`forward(..., cache=...)`). Branches are told
+    apart by their context tensor and input shape, so batched and sequential guidance, and a switch from guided to
+    conditional-only steps (`cfg_until`), each keep their own features. Not for training (no gradient bookkeeping).
+    """
+
+    def __init__(self, interval: int = 1, depth: int = 1) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise InputError(f"cache interval must be an integer >= 1, got {interval!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise InputError(f"cache depth must be an integer >= 1, got {depth!r}")
+        self.interval, self.depth = interval, depth
+        self._slots: dict[tuple, _CacheSlot] = {}
+
+    def slot(self, context: Tensor, shape: torch.Size) -> _CacheSlot:
+        key = (context.data_ptr(), tuple(context.shape), tuple(shape))
+        return self._slots.setdefault(key, _CacheSlot(self.interval))
 
 
 class ImageLatentTemporalEncoder(nn.Module):
@@ -204,11 +257,13 @@ class I2VGenUNet(UNet3D):
         first_frame_latent: Tensor | None = None,
         fps: Tensor | int | float = 16,
         condition: UNetCondition | None = None,
+        cache: StepCache | None = None,
     ) -> Tensor:
         """v-prediction for `sample` (B, 4, F, H, W) at `timestep` (scalar or (B,)).
 
         Pass either the raw conditions (`encoder_hidden_states` (B, 77, D), `image_embeds` (B, D),
-        `first_frame_latent` (B, 4, H, W)) or a `condition` from `prepare_condition`. `fps`: int or (B,).
+        `first_frame_latent` (B, 4, H, W)) or a `condition` from `prepare_condition`. `fps`: int or (B,). `cache`: a
+        `StepCache` shared by the calls of one video (step caching).
         """
         cfg = self.config
         _check(sample, 5, "sample", (None, cfg.in_channels, None, None, None))
@@ -224,7 +279,7 @@ class I2VGenUNet(UNet3D):
         emb = self.embed_time(t) + self.fps_embedding(
             timestep_embedding(_per_sample(fps, b, sample.device), cfg.block_out_channels[0]).to(self.dtype))
         x = torch.cat([sample.to(self.dtype), condition.concat], dim=1)  # (B, 2C, F, H, W)
-        return self.trunk(x, emb, condition.context)
+        return self.trunk(x, emb, condition.context, cache)
 
 
 def _per_sample(value: Tensor | float | int, batch: int, device: torch.device) -> Tensor:

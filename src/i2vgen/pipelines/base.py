@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from i2vgen import reference
-from i2vgen.diffusion import base_alphas_cumprod, classifier_free_guidance, make_timesteps, vpred_denoiser
+from i2vgen.diffusion import (
+    base_alphas_cumprod,
+    classifier_free_guidance,
+    guidance_min_t,
+    make_timesteps,
+    vpred_denoiser,
+)
 from i2vgen.diffusion.registry import get_sampler
 from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, sampler_names
 from i2vgen.errors import CheckpointError, InputError
@@ -23,7 +29,7 @@ from i2vgen.io.image import ImageSource, clip_preprocess, latent_preprocess, loa
 from i2vgen.model_paths import check_model_folder, resolve_model_path
 from i2vgen.models.encoders import ImageEncoder, TextEncoder
 from i2vgen.models.loading import load_unet, read_json_object
-from i2vgen.models.unet import I2VGenUNet, UNetCondition
+from i2vgen.models.unet import I2VGenUNet, StepCache, UNetCondition
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OutputType,
@@ -130,6 +136,9 @@ class I2VGenPipeline(StagePipeline):
         output_type: OutputType = "np",
         callback: StepCallback | None = None,
         sequential_cfg: bool = False,
+        cfg_until: float = 1.0,
+        cache_interval: int = 1,
+        cache_depth: int = 1,
         sample_posterior: bool = True,
         set_alpha_to_one: bool = False,
         ablate: tuple[str, ...] = (),
@@ -155,6 +164,11 @@ class I2VGenPipeline(StagePipeline):
             callback: called after each step with (step index, timestep, current x0 prediction (1, 4, F, h, w)).
             sequential_cfg: run the conditional and unconditional branches as two forwards (less memory) instead
                 of one batched forward.
+            cfg_until: guide the first `cfg_until` share of the steps only; the rest run the conditional branch
+                alone (half the UNet work per step). 1.0: every step, the reference.
+            cache_interval / cache_depth: step caching (`models.unet.StepCache`): every `cache_interval`-th step
+                runs the whole UNet, the steps between reuse its deep features and recompute only the outer
+                `cache_depth` levels. 1: off, the reference.
             sample_posterior: sample the first frame's VAE posterior as the reference does (False: its mean).
             set_alpha_to_one: DDIM's last step goes to alpha_bar = 1 (diffusers) instead of alpha_bar[0] (VGen).
             ablate: conditions to replace with zeros in both guidance branches, for ablation studies: "image" (the
@@ -166,6 +180,7 @@ class I2VGenPipeline(StagePipeline):
                               output_type=output_type, decode_chunk_size=decode_chunk_size)
         check_generator(generator)
         self.vae.check_tile(vae_tile)
+        check_fast_args(cfg_until, cache_interval, cache_depth, len(self.unet.config.block_out_channels))
         f = self.vae.downscale
         if not (isinstance(height, int) and isinstance(width, int)) or height < f or width < f \
                 or height % f or width % f:
@@ -199,7 +214,8 @@ class I2VGenPipeline(StagePipeline):
                               sampler=sampler, steps=num_inference_steps, guidance_scale=guidance_scale,
                               guidance_rescale=guidance_rescale, eta=eta, spacing=timestep_spacing,
                               generator=generator, callback=callback, sequential_cfg=sequential_cfg,
-                              set_alpha_to_one=set_alpha_to_one)
+                              set_alpha_to_one=set_alpha_to_one, cfg_until=cfg_until,
+                              cache=StepCache(cache_interval, cache_depth) if cache_interval > 1 else None)
         if output_type == "latent":
             return x
         # 4. decode
@@ -210,7 +226,8 @@ class I2VGenPipeline(StagePipeline):
     def _denoise(self, unet: I2VGenUNet, latents: Tensor, text: Tensor, neg_text: Tensor, image_embeds: Tensor,
                  first_latent: Tensor, fps: int, *, sampler: str, steps: int, guidance_scale: float,
                  guidance_rescale: float, eta: float, spacing: str | None, generator: torch.Generator | None,
-                 callback: StepCallback | None, sequential_cfg: bool, set_alpha_to_one: bool) -> Tensor:
+                 callback: StepCallback | None, sequential_cfg: bool, set_alpha_to_one: bool,
+                 cfg_until: float = 1.0, cache: StepCache | None = None) -> Tensor:
         device, dtype = self.placement.device, unet.dtype
         num_frames = latents.shape[2]
 
@@ -224,14 +241,14 @@ class I2VGenPipeline(StagePipeline):
         uncond = prepare(neg_text, torch.zeros_like(image_embeds))
 
         def net(x: Tensor, t: Tensor, context: Tensor, concat: Tensor, fps: Tensor) -> Tensor:
-            v = unet(x.to(dtype), t, condition=UNetCondition(context, concat), fps=fps)
+            v = unet(x.to(dtype), t, condition=UNetCondition(context, concat), fps=fps, cache=cache)
             return v.float()
 
-        guided = classifier_free_guidance(net, cond, uncond, guidance_scale, rescale=guidance_rescale,
-                                          batched=not sequential_cfg)
-        denoise = vpred_denoiser(guided, self.alphas_cumprod)
         spec = get_sampler(sampler, "base")
         timesteps = make_timesteps(steps, spacing or spec.spacing)
+        guided = classifier_free_guidance(net, cond, uncond, guidance_scale, rescale=guidance_rescale,
+                                          batched=not sequential_cfg, min_t=guidance_min_t(timesteps, cfg_until))
+        denoise = vpred_denoiser(guided, self.alphas_cumprod)
         kw: dict[str, Any] = {"generator": generator, "callback": callback}
         if spec.takes_eta:
             kw.update(eta=eta, set_alpha_to_one=set_alpha_to_one)
@@ -242,6 +259,16 @@ class I2VGenPipeline(StagePipeline):
 def load_pipeline(path_or_hub_id: str | os.PathLike, **kwargs: Any) -> I2VGenPipeline:
     """Short alias of `I2VGenPipeline.from_pretrained`."""
     return I2VGenPipeline.from_pretrained(path_or_hub_id, **kwargs)
+
+
+def check_fast_args(cfg_until: object, cache_interval: object, cache_depth: object, levels: int) -> None:
+    """One-line errors for the speed options (`cfg_until` in (0, 1], integers interval >= 1, depth in [1, levels])."""
+    if isinstance(cfg_until, bool) or not isinstance(cfg_until, (int, float)) or not 0 < cfg_until <= 1:
+        raise InputError(f"cfg_until must be a number in (0, 1], got {cfg_until!r}")
+    if isinstance(cache_interval, bool) or not isinstance(cache_interval, int) or cache_interval < 1:
+        raise InputError(f"cache_interval must be an integer >= 1, got {cache_interval!r}")
+    if isinstance(cache_depth, bool) or not isinstance(cache_depth, int) or not 1 <= cache_depth <= levels:
+        raise InputError(f"cache_depth must be an integer in [1, {levels}] (the UNet's levels), got {cache_depth!r}")
 
 
 def _check_dims(unet: I2VGenUNet, text: TextEncoder, image: ImageEncoder, vae: VideoVAE) -> None:
