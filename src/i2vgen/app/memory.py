@@ -9,9 +9,8 @@ as (CFG batch) x frames x latent pixels x base channels x bytes per element; `UN
 measured on CPU. The decode of n frames at once takes VAE_CALL_COEF + VAE_FRAME_COEF x n times pixels x the
 decoder's top-level channels x 4 bytes (in strips, `models/vae_tiling.py`: n x (VAE_TILED_COEF x pixels +
 VAE_STRIP_COEF x the pixels of one strip) x channels x 4), plus a fixed part proportional to the VAE's weights
-(`VAE_WEIGHT_COEF`). Sizes come from the
-folder's config.json files and safetensors headers (parameter counts, no tensor is read); a Hub id that is not
-downloaded yet uses the released models' figures.
+(`VAE_WEIGHT_COEF`). Sizes come from the folder's config.json files and safetensors headers (parameter counts, no
+tensor is read); a Hub id that is not downloaded yet uses the released models' figures.
 
 `plan` tries the settings that save memory, cheapest first, until the estimate fits: the VAE's frames per call and
 strips (they cost a few per cent of the decode, itself a few per cent of a run), then sequential CFG (two UNet
@@ -64,6 +63,7 @@ class ModelGeometry:
     unet_c0: int
     vae_c0: int
     downscale: int
+    unet_levels: int = 4  # the UNet's resolution levels (len(block_out_channels))
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,8 @@ def model_geometry(model: str | os.PathLike, components: tuple[str, ...]) -> Mod
     unet_cfg, vae_cfg = _config(root / "unet" / "config.json"), _config(root / "vae" / "config.json")
     unet_c0 = (unet_cfg.get("block_out_channels") or [REAL_BASE["unet_c0"]])[0]
     vae_blocks = vae_cfg.get("block_out_channels") or [REAL_BASE["vae_c0"]] * 4
-    return ModelGeometry(params, int(unet_c0), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1))
+    levels = len(unet_cfg.get("block_out_channels") or [REAL_BASE["unet_c0"]] * 4)
+    return ModelGeometry(params, int(unet_c0), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1), levels)
 
 
 def estimate(geometry: ModelGeometry, *, frames: int, width: int, height: int, dtype: str, offload: bool,
