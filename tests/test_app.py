@@ -295,3 +295,28 @@ def test_python_api_bad_arguments(model_dir, picture):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="not available"):
             pipe.to("cuda")
+
+
+# ---- dtype "auto" and threads ---------------------------------------------------------------------------------------
+def test_auto_dtype_is_bf16_only_for_wide_unets_on_cpus_with_native_bf16(model_dir, picture):
+    from i2vgen.app.run import AUTO_BF16_MIN_C0, auto_dtype
+
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert auto_dtype("cpu", 320) == ("bf16" if native else "fp32")  # the real UNet's width
+    assert auto_dtype("cpu", AUTO_BF16_MIN_C0 - 1) == "fp32"
+    assert auto_dtype("cuda:0", 320) == "fp32"
+    s = prepare(small(model_dir), image=picture)  # the default is auto; a tiny UNet gets fp32
+    assert s.runtime.dtype == "fp32"
+    assert s.output_key()["dtype"] == "fp32"  # the resume key records what ran
+
+
+def test_threads_are_checked_and_applied(model_dir, picture):
+    with pytest.raises(InputError, match="threads"):
+        prepare(small(model_dir, runtime=DeviceSettings(threads=0)))
+    before = torch.get_num_threads()
+    try:
+        s = prepare(small(model_dir, runtime=DeviceSettings(threads=1)), image=picture)
+        load_generation_pipeline(s)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -57,6 +57,38 @@ def torch_dtype(name: str):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+AUTO_BF16_MIN_C0 = 64  # bf16 on the CPU pays from UNets this wide (docs/benchmarks.md: c0 64 1.74x, c0 32 0.80x)
+
+
+def auto_dtype(device: str, unet_c0: int) -> str:
+    """`--dtype auto`: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX) for a UNet whose base width is at least
+    `AUTO_BF16_MIN_C0` channels, where it is faster; fp32 otherwise (the tiny models, GPUs: fp32 unless asked)."""
+    import torch
+
+    if device.split(":")[0] != "cpu" or unet_c0 < AUTO_BF16_MIN_C0:
+        return "fp32"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
+def _resolve_runtime(r: DeviceSettings, model: str, components: tuple[str, ...]) -> DeviceSettings:
+    """`r` with `dtype="auto"` made concrete for this model (read from its config, no weights)."""
+    if r.dtype != "auto":
+        return r
+    return dataclasses.replace(r, dtype=auto_dtype(r.device, model_geometry(model, components).unet_c0))
+
+
+def apply_threads(r: DeviceSettings) -> None:
+    """Set torch's CPU threads when the settings name a count."""
+    if r.threads is not None:
+        import torch
+
+        torch.set_num_threads(r.threads)
+
+
 # ---- checks before any weights load -------------------------------------------------------------------------------
 def _check_device(r: DeviceSettings) -> None:
     from i2vgen.pipelines.common import check_device
@@ -93,6 +125,7 @@ def prepare(settings: GenerationSettings, image: Any = None) -> GenerationSettin
     s = settings.resolved()
     s.validate()
     _check_device(s.runtime)
+    s.runtime = _resolve_runtime(s.runtime, s.model, ())
     _check_loras(s.runtime.loras)
     geo = model_geometry(s.model, ())
     check_size(s.width, s.height, "", geo.downscale)
@@ -164,6 +197,7 @@ def load_generation_pipeline(s: GenerationSettings):
     from i2vgen.pipelines.base import I2VGenPipeline
 
     r = s.runtime
+    apply_threads(r)
     pipe = I2VGenPipeline.from_pretrained(s.model, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):
         apply_lora(pipe.unet, path, scale)
@@ -248,6 +282,7 @@ def prepare_refine(settings: RefineSettings, video: str) -> tuple[RefineSettings
     s = settings.resolved()
     s.validate()
     _check_device(s.runtime)
+    s.runtime = _resolve_runtime(s.runtime, s.model, ())
     _check_loras(s.runtime.loras)
     sampling_timesteps(s.strength, s.sampler, s.steps)
     geometry = folder_geometry(s.model, s.unet)
@@ -299,6 +334,7 @@ def load_refine_pipeline(s: RefineSettings):
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
     r = s.runtime
+    apply_threads(r)
     pipe = I2VGenRefinePipeline.from_pretrained(s.model, unet=s.unet, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):
         apply_lora(pipe.unet, path, scale)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # The `--fast` preset (issue 13): the sampler, steps, guided share and step caching that reached DDIM-50's held-out
 # quality soonest on the trained tiny-shapes model (benchmarks/fast_sampling.py, docs/benchmarks.md).
 FAST: dict[str, Any] = {"sampler": "dpmpp-2m", "steps": 12, "cfg_until": 0.5, "cache_interval": 2, "cache_depth": 1}
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = ("auto", "fp32", "fp16", "bf16")  # auto: `app.run.auto_dtype`, resolved by `prepare`
 SPACINGS = ("leading", "trailing", "linspace")
 RESIZE_MODES = ("stretch", "crop")
 MAX_SEED = 2**64  # torch.Generator.manual_seed takes [0, 2**64)
@@ -41,12 +41,13 @@ class DeviceSettings:
     """Where and how the models run."""
 
     device: str = "cpu"
-    dtype: str = "fp32"  # one of DTYPES
+    dtype: str = "auto"  # one of DTYPES
     variant: str | None = None  # weight variant of a diffusers folder, e.g. "fp16"
     offload: bool = False  # model CPU offload: one component on the device at a time
     sequential_cfg: bool = False  # guidance as two forwards (less memory)
     max_memory: int | None = None  # bytes the run may use; None: what the device has free
     loras: tuple[str, ...] = ()  # "PATH[:SCALE]" adapters saved by `i2vgen train`
+    threads: int | None = None  # torch CPU threads; None: torch's default (the physical cores)
     plan: Plan | None = None  # the memory planner's choice, set by `app.run.prepare` / `prepare_refine`
 
 
@@ -309,6 +310,8 @@ def check_model_name(model: object, name: str) -> None:
 
 def check_runtime(r: DeviceSettings) -> None:
     check_choice(r.dtype, "dtype", DTYPES)
+    if r.threads is not None:
+        check_int(r.threads, "threads", 1, 1024)
     if r.max_memory is not None:
         check_int(r.max_memory, "max memory", 1, 2**60)
     if not isinstance(r.device, str) or not r.device:

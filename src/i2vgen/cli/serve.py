@@ -50,7 +50,8 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="seconds between preview decodes at least (the first and last step always get one)")
     p.add_argument("--no-ui", action="store_true", help="the REST API only (no Gradio needed)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bf16 on CPUs with native bf16 for wide "
+                                                                     "UNets, else fp32 (as `generate`)")
     p.add_argument("--offload", action="store_true", help="model CPU offload: one component on the device at a time")
     p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
     p.add_argument("--max-memory", default=None, metavar="AMOUNT", help="memory a job may use, e.g. 20GB")
