@@ -196,7 +196,7 @@ def load_generation_pipeline(s: GenerationSettings):
     from i2vgen.models.lora import apply_lora
     from i2vgen.pipelines.base import I2VGenPipeline
 
-    r = s.runtime
+    r = _resolve_runtime(s.runtime, s.model, ())  # settings that skipped `prepare`
     apply_threads(r)
     pipe = I2VGenPipeline.from_pretrained(s.model, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):
@@ -333,7 +333,7 @@ def load_refine_pipeline(s: RefineSettings):
     from i2vgen.models.lora import apply_lora
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
-    r = s.runtime
+    r = _resolve_runtime(s.runtime, s.model, ())  # settings that skipped `prepare`
     apply_threads(r)
     pipe = I2VGenRefinePipeline.from_pretrained(s.model, unet=s.unet, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):
