@@ -28,6 +28,7 @@ from i2vgen.eval import (
     motion_magnitude,
     optical_flow,
     prompt_agreement,
+    prompt_agreement_per_item,
     psnr,
     refinement_fidelity,
     refinement_gain,
@@ -184,6 +185,12 @@ def test_direction_tracking_rejects_wrong_or_missing_motion():
     other = "red" if shape.colour != "red" else "blue"
     assert motion_directions(clip.frames, [other]) == {other: None}  # absent colour: no direction
     assert prompt_agreement(clip.frames, "a cat walks") is None
+    two = make_clip(next(s for s in range(10**6, 10**6 + 200) if len(make_clip(s).shapes) == 2))
+    a_, b_ = two.shapes
+    assert prompt_agreement_per_item(two.frames, two.caption) == [True, True]
+    wrong = f"a {a_.colour} {a_.kind} moves {opposite_of(a_.direction)} and a {b_.colour} {b_.kind} moves {b_.direction}"
+    assert prompt_agreement_per_item(two.frames, wrong) == [False, True]  # each shape on its own
+    assert prompt_agreement(two.frames, wrong) is False
     assert direction_accuracy([clip.frames, still, clip.frames], [clip.caption, clip.caption, "a cat"]) == 0.5
     with pytest.raises(InputError):
         direction_accuracy([clip.frames], ["nothing to check"])
@@ -463,3 +470,7 @@ def test_eval_table_has_a_header_and_a_mean_row(tmp_path, capsys):
     summary = json.loads(out)
     assert summary["count"] == 3 and summary["mean"]["colour_drift_mean"] == pytest.approx(drift)
     assert summary["failed"] == [] and summary["skipped"] == []
+
+
+def opposite_of(direction: str) -> str:
+    return {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]

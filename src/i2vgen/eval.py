@@ -366,13 +366,18 @@ def motion_directions(video: Frames, colours: Sequence[str], *, threshold: float
 def prompt_agreement(video: Frames, prompt: str) -> bool | None:
     """True when every (colour, shape, direction) of `shapes.parse_prompt(prompt)` is matched by
     `motion_directions(video, ...)[colour]` (the shape kind is not checked); None when the prompt names none."""
+    per_item = prompt_agreement_per_item(video, prompt)
+    return all(per_item) if per_item else None
+
+
+def prompt_agreement_per_item(video: Frames, prompt: str) -> list[bool]:
+    """For each (colour, shape, direction) of `shapes.parse_prompt(prompt)`, whether that colour moves that way
+    (`prompt_agreement` asks for all of them at once); [] when the prompt names none."""
     from i2vgen.shapes import parse_prompt
 
     items = parse_prompt(prompt)
-    if not items:
-        return None
-    found = motion_directions(video, [colour for colour, _, _ in items])
-    return all(found[colour] == direction for colour, _, direction in items)
+    found = motion_directions(video, [colour for colour, _, _ in items]) if items else {}
+    return [found[colour] == direction for colour, _, direction in items]
 
 
 def direction_accuracy(videos: Sequence[Frames], prompts: Sequence[str]) -> float:

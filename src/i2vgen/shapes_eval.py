@@ -154,6 +154,8 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
                          timestep_spacing=spacing, output_type="np")[0]
         if name not in ("refine-gt", "text-use"):
             row["direction_ok"] = ev.prompt_agreement(video, clip.caption)
+            row["num_shapes"], row["direction_ok_per_shape"] = (len(clip.shapes),
+                                                                ev.prompt_agreement_per_item(video, clip.caption))
             # the true clip's frame 0 through the VAE (posterior mean): the ceiling of first-frame fidelity
             ff = ev.first_frame_fidelity(vae_round_trip(base.vae, clip.first_frame) if name == "ground-truth"
                                          else video, clip.first_frame)
@@ -185,6 +187,10 @@ def summarise(name: str, rows: list[dict[str, Any]], seconds: float) -> dict[str
     summary["direction_accuracy"] = float(np.mean(checked)) if checked else None
     checked = [r["direction_ok_refined"] for r in rows if r.get("direction_ok_refined") is not None]
     summary["direction_accuracy_refined"] = float(np.mean(checked)) if checked else None
+    # issue 11's targets: one-shape clips, and each shape of the two-shape clips on its own
+    for key, shapes in (("direction_accuracy_one_shape", 1), ("direction_accuracy_two_shapes_per_shape", 2)):
+        per = [ok for r in rows if r.get("num_shapes") == shapes for ok in r.get("direction_ok_per_shape") or []]
+        summary[key] = float(np.mean(per)) if per else None
     for key in ("first_frame_psnr", "first_frame_ssim", "flicker", "colour_drift", "psnr_refined", "psnr_bicubic",
                 "psnr_gain_db", "ssim_gain"):
         summary[key] = _mean(rows, key)
@@ -250,7 +256,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The results as a Markdown table (one row per variant)."""
-    header = ("| variant | direction acc. | first-frame PSNR (dB) | first-frame SSIM | refined PSNR (dB) | "
+    header = ("| variant | direction acc. (one shape / per shape of two) | first-frame PSNR (dB) | first-frame SSIM | refined PSNR (dB) | "
               "bicubic PSNR (dB) | refinement gain (dB) | flicker | colour drift | s |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     probes = []
@@ -266,6 +272,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                        f"{_fmt(s.get('x0_err_mean'), '.4f')}")
             continue
         acc = "–" if s["direction_accuracy"] is None else f"{100 * s['direction_accuracy']:.0f} %"
+        if s.get("direction_accuracy_one_shape") is not None:  # one shape / each shape of two
+            acc += (f" ({_fmt(s['direction_accuracy_one_shape'], '.0%')} / "
+                    f"{_fmt(s.get('direction_accuracy_two_shapes_per_shape'), '.0%')})")
         lines.append(f"| {name} | {acc} | {_fmt(s['first_frame_psnr'], '.2f')} | {_fmt(s['first_frame_ssim'], '.3f')} "
                      f"| {_fmt(s['psnr_refined'], '.2f')} | {_fmt(s['psnr_bicubic'], '.2f')} "
                      f"| {_fmt(s['psnr_gain_db'], '+.2f')} | {_fmt(s['flicker'], '.2f')} "
