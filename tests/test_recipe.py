@@ -146,7 +146,7 @@ def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
                  str(smoke_models / "tiny-shapes-refiner"), "-n", "2", "--variants", "ground-truth,no-clip,refine-gt,text-use",
                  "--refine-steps", "2", "--output", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| ground-truth | 100 % |" in table  # the tracker reads the true clips' directions
+    assert "| ground-truth | 100 % (100% / " in table  # the tracker reads the true clips' directions
     assert "| text-use |" not in table and "text-use (1 one-shape clips" in table  # its own small table
     result = json.loads(out.read_text())
     assert result["settings"]["n"] == 2 and len(result["variants"]["no-clip"]["rows"]) == 2
