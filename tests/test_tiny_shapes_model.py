@@ -5,12 +5,17 @@ import json
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageSequence
 
 from i2vgen.cli import main
 from i2vgen.model_paths import ASSETS, BUILTIN_MODELS
 
 MAX_BYTES = 25 * 1024 * 1024  # issue 6: the trained model is at most 25 MB
+
+
+def shipped_frames() -> int:
+    index = json.loads((BUILTIN_MODELS["tiny-shapes"] / "model_index.json").read_text())
+    return index["_i2vgen_defaults"]["num_frames"]
 
 
 def test_shipped_model_is_complete_and_small():
@@ -36,11 +41,12 @@ def test_shipped_model_keeps_the_first_frame():
     from i2vgen.pipelines.base import I2VGenPipeline
     from i2vgen.shapes import make_clip
 
-    clip = make_clip(10**6 + 3, size=32)
+    frames = shipped_frames()
+    clip = make_clip(10**6 + 3, size=32, num_frames=frames)
     pipe = I2VGenPipeline.from_pretrained("tiny-shapes")
     psnr = {}
     for ablate in ((), ("first_frame",)):
-        video = pipe(clip.first_frame, clip.caption, num_frames=16, height=32, width=32, target_fps=8,
+        video = pipe(clip.first_frame, clip.caption, num_frames=frames, height=32, width=32, target_fps=8,
                      num_inference_steps=10, generator=torch.Generator().manual_seed(0), ablate=ablate)[0]
         psnr[ablate] = first_frame_fidelity(video, clip.first_frame)["psnr"]
     assert psnr[()] > 20 and psnr[("first_frame",)] < psnr[()] - 5, psnr
@@ -54,7 +60,7 @@ def test_generate_on_a_users_drawing_with_the_builtin_model(tmp_path):
     assert main(["generate", "--model", "tiny-shapes", "--image", str(tmp_path / "my_shapes.png"), "--prompt",
                  "a blue square moves up", "--output", str(out), "--steps", "10", "--seed", "0", "--quiet"]) == 0
     meta = json.loads((tmp_path / "square.mp4.json").read_text())
-    assert (meta["width"], meta["height"], meta["frames"], meta["fps_condition"]) == (32, 32, 16, 8)
+    assert (meta["width"], meta["height"], meta["frames"], meta["fps_condition"]) == (32, 32, shipped_frames(), 8)
     assert meta["timestep_spacing"] == "trailing"  # the folder's suggestion: the first step at t = 999
     assert out.stat().st_size > 0
 
@@ -66,12 +72,21 @@ def test_demo_writes_both_videos_from_the_trained_model(tmp_path, capsys):
     meta = json.loads((tmp_path / "demo.json").read_text())
     assert meta["model"].startswith("tiny-shapes")
     with Image.open(tmp_path / "demo.gif") as im:
-        assert im.size == (64, 64) and im.n_frames == 16
+        assert im.size == (64, 64) and im.n_frames == shipped_frames()
         first = np.asarray(im.convert("RGB"), dtype=np.float64)
     assert first.std() > 5  # a picture, not a flat field
     assert (tmp_path / "demo.mp4").stat().st_size > 0
     # the four directions side by side: four 64x64 tiles, one prompt each
     with Image.open(tmp_path / "demo-directions.gif") as im:
-        assert im.size == (256, 64) and im.n_frames == 16
+        assert im.size == (256, 64) and im.n_frames == shipped_frames()
     grid = json.loads((tmp_path / "demo-directions.json").read_text())
     assert [p.rsplit(" ", 1)[1] for p in grid["prompts"]] == ["left", "right", "up", "down"]
+    # the point of the demo: each tile moves the circle the way its prompt says (the centroid tracker of
+    # `i2vgen eval` on the GIF's frames, each 64x64 tile on its own)
+    from i2vgen.eval import motion_directions
+
+    with Image.open(tmp_path / "demo-directions.gif") as im:
+        video = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])  # (F, 64, 256, 3)
+    moved = [motion_directions(video[:, :, 64 * i:64 * (i + 1)], ["red"])["red"] for i in range(4)]
+    assert moved == ["left", "right", "up", "down"], moved
+

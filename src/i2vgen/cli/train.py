@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # = i2vgen.train.config.PRESETS and i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch (a test
 # checks they agree)
 PRESET_NAMES = ("i2vgen-xl-base", "i2vgen-xl-finetune", "i2vgen-xl-refine", "tiny", "tiny-refine")
-RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-text", "tiny-shapes-t2i")
+RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,13 +56,14 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
     r = subparsers.add_parser(
         "train-recipe", help="train a whole tiny model from scratch (tiny-shapes: ~1 hour on 2 CPU cores)",
-        description="Reproduce a shipped model from nothing: `tiny-shapes` trains the VAE, then the base UNet at "
-                    "32x32 and the refiner at 64x64 on the synthetic shapes task, and writes the model folders "
+        description="Reproduce a shipped model from nothing: `tiny-shapes` trains the VAEs, then the base UNet at "
+                    "32x32 (a curriculum of clips that share a first frame, then all clips) and the refiner at "
+                    "64x64 on the synthetic shapes task, and writes the model folders "
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
-    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-text and "
-                                                        "tiny-shapes-t2i (issue 11's designs, docs/tiny-shapes.md); "
-                                                        "smoke (seconds)")
+    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 (the first "
+                                                        "shipped model) and tiny-shapes-t2i (issue 11's experiments, "
+                                                        "docs/tiny-shapes.md); smoke (seconds)")
     r.add_argument("--output-dir", "-o", default=None, help="run folder (default runs/<recipe>)")
     r.add_argument("--export", default=None, metavar="DIR",
                    help="write the two model folders here (default: the run folder), e.g. src/i2vgen/assets")
