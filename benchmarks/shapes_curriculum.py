@@ -1,8 +1,8 @@
-"""The `tiny-shapes-text` recipe's curriculum stages at its own size (32 px), probed after each stage.
+"""The `tiny-shapes` recipe's curriculum stages at its own size (32 px), probed after each stage.
 
 Run: `.venv/bin/python benchmarks/shapes_curriculum.py [--stages 4] [--threads 2] [-o runs/curriculum]`
 
-Trains the recipe's curriculum stages (`i2vgen.train.recipe.recipe("tiny-shapes-text").curriculum`: the four
+Trains the recipe's curriculum stages (`i2vgen.train.recipe.recipe("tiny-shapes").curriculum`: the four
 directions of 1, 8, 32, 128 one-shape scenes, t in [970, 1000), posterior means, each stage from the previous one's
 weights) through the recipe's own `train_stage`, on the shipped folder's frozen VAE and CLIP encoders (the recipe's
 components), and after each stage runs the text-use probe (`i2vgen.shapes_eval.text_use`) on the first 24 held-out
@@ -36,7 +36,7 @@ def main() -> int:
     p.add_argument("-o", "--output", default="runs/curriculum")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = recipe("tiny-shapes-text")
+    cfg = recipe("tiny-shapes")
     components = local_model_path("tiny-shapes")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

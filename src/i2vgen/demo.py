@@ -25,7 +25,7 @@ from i2vgen.model_paths import ASSETS, BUILTIN_MODELS
 PROMPT = "a red circle moves right"
 DIRECTION_PROMPTS = tuple(f"a red circle moves {d}" for d in ("left", "right", "up", "down"))
 SAMPLE_IMAGE = ASSETS / "samples" / "red-circle.png"
-BASE_SAMPLER, BASE_STEPS, REFINE_STEPS = "dpmpp-2m", 10, 20
+REFINE_STEPS = 20  # the base stage runs the `--fast` preset (app.settings.FAST: DDIM-50 quality, docs/benchmarks.md)
 RANDOM_WEIGHTS_NOTE = """\
 NOTE: the embedded tiny-shapes model is missing from this installation. The demo runs the complete pipeline on a
 tiny model with RANDOM weights instead, so the video shows noise, not motion."""
@@ -55,7 +55,7 @@ def run(out_dir: Path, seed: int = 0) -> int:
         prepare,
         refine,
     )
-    from i2vgen.app.settings import GenerationSettings, RefineSettings
+    from i2vgen.app.settings import FAST, GenerationSettings, RefineSettings
     from i2vgen.pipelines.base import I2VGenPipeline
 
     t0 = time.time()
@@ -67,8 +67,8 @@ def run(out_dir: Path, seed: int = 0) -> int:
             # the folders' suggestions, chosen on held-out clips (docs/tiny-shapes.md): size, guidance 2.0, the
             # trailing grid, refiner strength 0.3
             picture = sample_image()
-            settings = {p: prepare(GenerationSettings(prompt=p, model="tiny-shapes", sampler=BASE_SAMPLER,
-                                                      steps=BASE_STEPS, seed=seed), image=picture)
+            settings = {p: prepare(GenerationSettings(prompt=p, model="tiny-shapes", seed=seed, **FAST),
+                                   image=picture)
                         for p in DIRECTION_PROMPTS}
             s = settings[PROMPT]
             base = load_generation_pipeline(s)
@@ -79,10 +79,11 @@ def run(out_dir: Path, seed: int = 0) -> int:
             refined = refine(load_refine_pipeline(rs), rs,
                              RefineInput(tiles[DIRECTION_PROMPTS.index(PROMPT)], s.fps, [], SAMPLE_IMAGE.name))
             frames = refined.frames
-            grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (16, 64, 256, 3)
+            grid = np.concatenate([np.kron(t, np.ones((1, 2, 2, 1))) for t in tiles], axis=2)  # (F, 64, 256, 3)
             meta = {"model": "tiny-shapes + tiny-shapes-refiner",
                     "base": {"size": f"{s.width}x{s.height}", "sampler": s.sampler, "steps": s.steps,
-                             "guidance": s.guidance, "timestep_spacing": s.timestep_spacing},
+                             "guidance": s.guidance, "timestep_spacing": s.timestep_spacing,
+                             "cfg_until": s.cfg_until, "cache_interval": s.cache_interval},
                     "refine": {"size": f"{rs.width}x{rs.height}", "sampler": rs.sampler, "steps": rs.steps,
                                "strength": rs.strength}}
             directions_meta = {**meta["base"], "prompts": list(DIRECTION_PROMPTS), "seed": seed,

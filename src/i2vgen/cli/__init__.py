@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -42,9 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Idle OpenMP threads sleep instead of spinning: on a machine where other programs are busy, spinning threads
-    # made a tiny-model generation 1.5x slower (docs/benchmarks.md, "CPU inference"); set before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     _warnings_to_stderr()
     try:

@@ -16,7 +16,8 @@ def add_device_args(p: argparse.ArgumentParser, offload_help: str) -> None:
                         "wide or more, e.g. the real model), else fp32")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: the physical cores); fewer when other programs are busy")
+                   help="torch CPU threads (default: the physical cores); when other programs keep the cores busy, "
+                        "fewer threads or OMP_WAIT_POLICY=PASSIVE avoid spinning threads (docs/benchmarks.md)")
     p.add_argument("--variant", default=None, help="weight variant of the model folder, e.g. fp16")
     p.add_argument("--offload", action="store_true", help=f"model CPU offload: {offload_help}")
     p.add_argument("--sequential-cfg", action="store_true", help="guidance as two forwards (less memory)")
