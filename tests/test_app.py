@@ -43,7 +43,7 @@ def small(model_dir, **kw) -> GenerationSettings:
 # ---- settings -----------------------------------------------------------------------------------------------------
 def test_defaults_come_from_the_folder_then_the_reference():
     tiny = GenerationSettings.from_model_folder("tiny-shapes", prompt="a red circle moves left")
-    assert (tiny.width, tiny.height, tiny.num_frames) == (32, 32, 16)
+    assert (tiny.width, tiny.height, tiny.num_frames) == (32, 32, 8)
     assert tiny.timestep_spacing == "trailing" and tiny.refiner_model == "tiny-shapes-refiner"
     real = GenerationSettings.from_model_folder("owner/not-downloaded", prompt="p")
     assert (real.width, real.height, real.guidance, real.steps) == (reference.WIDTH, reference.HEIGHT,
