@@ -153,9 +153,9 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
                          guidance_scale=guidance, sampler=spec["sampler"], generator=gen, ablate=spec["ablate"],
                          timestep_spacing=spacing, output_type="np")[0]
         if name not in ("refine-gt", "text-use"):
-            row["direction_ok"] = ev.prompt_agreement(video, clip.caption)
-            row["num_shapes"], row["direction_ok_per_shape"] = (len(clip.shapes),
-                                                                ev.prompt_agreement_per_item(video, clip.caption))
+            per_shape = ev.prompt_agreement_per_item(video, clip.caption)  # what prompt_agreement reads, kept
+            row["direction_ok"] = all(per_shape) if per_shape else None
+            row["num_shapes"], row["direction_ok_per_shape"] = len(clip.shapes), per_shape
             # the true clip's frame 0 through the VAE (posterior mean): the ceiling of first-frame fidelity
             ff = ev.first_frame_fidelity(vae_round_trip(base.vae, clip.first_frame) if name == "ground-truth"
                                          else video, clip.first_frame)

@@ -164,10 +164,10 @@ def model_geometry(model: str | os.PathLike, components: tuple[str, ...]) -> Mod
         n = _component_params(root / c) if (root / c).is_dir() else None
         params[c] = REAL_BASE["params"].get(c, REAL_BASE["params"]["unet"]) if n is None else n
     unet_cfg, vae_cfg = _config(root / "unet" / "config.json"), _config(root / "vae" / "config.json")
-    unet_c0 = (unet_cfg.get("block_out_channels") or [REAL_BASE["unet_c0"]])[0]
+    unet_blocks = unet_cfg.get("block_out_channels") or [REAL_BASE["unet_c0"]] * 4
     vae_blocks = vae_cfg.get("block_out_channels") or [REAL_BASE["vae_c0"]] * 4
-    levels = len(unet_cfg.get("block_out_channels") or [REAL_BASE["unet_c0"]] * 4)
-    return ModelGeometry(params, int(unet_c0), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1), levels)
+    return ModelGeometry(params, int(unet_blocks[0]), int(vae_blocks[0]), 2 ** (len(vae_blocks) - 1),
+                         len(unet_blocks))
 
 
 def estimate(geometry: ModelGeometry, *, frames: int, width: int, height: int, dtype: str, offload: bool,

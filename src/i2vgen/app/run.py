@@ -74,11 +74,11 @@ def auto_dtype(device: str, unet_c0: int) -> str:
     return "bf16" if native else "fp32"
 
 
-def _resolve_runtime(r: DeviceSettings, model: str, components: tuple[str, ...]) -> DeviceSettings:
+def _resolve_runtime(r: DeviceSettings, model: str) -> DeviceSettings:
     """`r` with `dtype="auto"` made concrete for this model (read from its config, no weights)."""
     if r.dtype != "auto":
         return r
-    return dataclasses.replace(r, dtype=auto_dtype(r.device, model_geometry(model, components).unet_c0))
+    return dataclasses.replace(r, dtype=auto_dtype(r.device, model_geometry(model, ()).unet_c0))
 
 
 def apply_threads(r: DeviceSettings) -> None:
@@ -125,7 +125,7 @@ def prepare(settings: GenerationSettings, image: Any = None) -> GenerationSettin
     s = settings.resolved()
     s.validate()
     _check_device(s.runtime)
-    s.runtime = _resolve_runtime(s.runtime, s.model, ())
+    s.runtime = _resolve_runtime(s.runtime, s.model)
     _check_loras(s.runtime.loras)
     geo = model_geometry(s.model, ())
     check_size(s.width, s.height, "", geo.downscale)
@@ -196,7 +196,7 @@ def load_generation_pipeline(s: GenerationSettings):
     from i2vgen.models.lora import apply_lora
     from i2vgen.pipelines.base import I2VGenPipeline
 
-    r = _resolve_runtime(s.runtime, s.model, ())  # settings that skipped `prepare`
+    r = _resolve_runtime(s.runtime, s.model)  # settings that skipped `prepare`
     apply_threads(r)
     pipe = I2VGenPipeline.from_pretrained(s.model, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):
@@ -282,7 +282,7 @@ def prepare_refine(settings: RefineSettings, video: str) -> tuple[RefineSettings
     s = settings.resolved()
     s.validate()
     _check_device(s.runtime)
-    s.runtime = _resolve_runtime(s.runtime, s.model, ())
+    s.runtime = _resolve_runtime(s.runtime, s.model)
     _check_loras(s.runtime.loras)
     sampling_timesteps(s.strength, s.sampler, s.steps)
     geometry = folder_geometry(s.model, s.unet)
@@ -333,7 +333,7 @@ def load_refine_pipeline(s: RefineSettings):
     from i2vgen.models.lora import apply_lora
     from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
-    r = _resolve_runtime(s.runtime, s.model, ())  # settings that skipped `prepare`
+    r = _resolve_runtime(s.runtime, s.model)  # settings that skipped `prepare`
     apply_threads(r)
     pipe = I2VGenRefinePipeline.from_pretrained(s.model, unet=s.unet, dtype=torch_dtype(r.dtype), variant=r.variant)
     for path, scale in _check_loras(r.loras):

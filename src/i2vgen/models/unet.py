@@ -109,11 +109,12 @@ class UNet3D(nn.Module):
                 skips.append(h)
         if fresh:
             h = self._run(self.mid_block, h, emb, context, f)
+        split = n - cache.depth if cache is not None else -1  # the up level whose input the cache keeps
         for j, level in enumerate(self.up_blocks):
-            if j == n - (cache.depth if cache is not None else 0):
-                h = slot.store(h) if fresh else slot.feature  # the deep features: computed, or the last ones
-            elif not fresh and j < n - cache.depth:
+            if j < split and not fresh:
                 continue
+            if j == split:
+                h = slot.store(h) if fresh else slot.feature  # the deep features: computed, or the last ones
             for i in range(len(level.resnets)):
                 h = torch.cat([h, skips.pop()], dim=1)
                 h = self._run(level.layer, i, h, emb, context, f)

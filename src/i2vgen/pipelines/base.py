@@ -180,7 +180,9 @@ class I2VGenPipeline(StagePipeline):
                               output_type=output_type, decode_chunk_size=decode_chunk_size)
         check_generator(generator)
         self.vae.check_tile(vae_tile)
-        check_fast_args(cfg_until, cache_interval, cache_depth, len(self.unet.config.block_out_channels))
+        if isinstance(cfg_until, bool) or not isinstance(cfg_until, (int, float)) or not 0 < cfg_until <= 1:
+            raise InputError(f"cfg_until must be a number in (0, 1], got {cfg_until!r}")
+        cache = None if cache_interval == 1 else StepCache(cache_interval, cache_depth)  # checks its settings
         f = self.vae.downscale
         if not (isinstance(height, int) and isinstance(width, int)) or height < f or width < f \
                 or height % f or width % f:
@@ -215,7 +217,7 @@ class I2VGenPipeline(StagePipeline):
                               guidance_rescale=guidance_rescale, eta=eta, spacing=timestep_spacing,
                               generator=generator, callback=callback, sequential_cfg=sequential_cfg,
                               set_alpha_to_one=set_alpha_to_one, cfg_until=cfg_until,
-                              cache=StepCache(cache_interval, cache_depth) if cache_interval > 1 else None)
+                              cache=cache)
         if output_type == "latent":
             return x
         # 4. decode
@@ -259,16 +261,6 @@ class I2VGenPipeline(StagePipeline):
 def load_pipeline(path_or_hub_id: str | os.PathLike, **kwargs: Any) -> I2VGenPipeline:
     """Short alias of `I2VGenPipeline.from_pretrained`."""
     return I2VGenPipeline.from_pretrained(path_or_hub_id, **kwargs)
-
-
-def check_fast_args(cfg_until: object, cache_interval: object, cache_depth: object, levels: int) -> None:
-    """One-line errors for the speed options (`cfg_until` in (0, 1], integers interval >= 1, depth in [1, levels])."""
-    if isinstance(cfg_until, bool) or not isinstance(cfg_until, (int, float)) or not 0 < cfg_until <= 1:
-        raise InputError(f"cfg_until must be a number in (0, 1], got {cfg_until!r}")
-    if isinstance(cache_interval, bool) or not isinstance(cache_interval, int) or cache_interval < 1:
-        raise InputError(f"cache_interval must be an integer >= 1, got {cache_interval!r}")
-    if isinstance(cache_depth, bool) or not isinstance(cache_depth, int) or not 1 <= cache_depth <= levels:
-        raise InputError(f"cache_depth must be an integer in [1, {levels}] (the UNet's levels), got {cache_depth!r}")
 
 
 def _check_dims(unet: I2VGenUNet, text: TextEncoder, image: ImageEncoder, vae: VideoVAE) -> None:
