@@ -54,7 +54,8 @@ def wait_until(fn, timeout: float, what: str):
 
 
 def fill(driver: webdriver.Chrome, css: str, text: str) -> None:
-    box = driver.find_element(By.CSS_SELECTOR, css)
+    # gradio renders its components one by one: the upload box can be there before the prompt box is
+    box = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, css), 30, css)[0]
     box.clear()
     box.send_keys(text)
 
@@ -78,7 +79,7 @@ def test_page_uploads_generates_shows_progress_plays_and_downloads(tmp_path):
         fill(driver, "#steps input", str(STEPS))
         fill(driver, "#frames input", str(FRAMES))
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#image img"), 20, "the uploaded picture")
-        driver.find_element(By.ID, "generate").click()
+        wait_until(lambda: driver.find_elements(By.ID, "generate"), 30, "the Generate button")[0].click()
 
         # the progress bar and the preview while it samples
         steps, previews, state = [], set(), None
