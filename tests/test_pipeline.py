@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,23 @@ def test_hub_id_goes_through_snapshot_download(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(CheckpointError, match="cannot download owner/model"):
         I2VGenPipeline.from_pretrained("owner/model")
+
+
+def test_the_folder_says_whether_the_first_frame_is_a_posterior_sample(pipe, image, tmp_path):
+    """`_i2vgen_defaults.sample_posterior` false (a model trained on posterior means, as the tiny-shapes recipe's
+    is) makes the posterior mean the default; a folder without it keeps the reference's sample."""
+    from i2vgen.pipelines.common import ModelConventions
+
+    comps = random_components(0)
+    for p in comps.unet.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    folder = write_model_folder(comps, tmp_path / "tiny")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_i2vgen_defaults"] = {"sample_posterior": False}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    mine = load_pipeline(folder)
+    assert pipe.conventions.sample_posterior and not mine.conventions.sample_posterior
+    run = lambda p, **k: p(image, "a dog", generator=_gen(), output_type="latent", **KW, **k)  # noqa: E731
+    assert torch.equal(run(mine), run(mine, sample_posterior=False))
+    assert not torch.equal(run(mine), run(mine, sample_posterior=True))
+    assert ModelConventions.from_folder(tmp_path / "missing") == ModelConventions()

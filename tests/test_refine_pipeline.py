@@ -192,6 +192,28 @@ def test_sdedit_start_and_the_modelscope_quirk(pipe, modelscope_start):
     assert torch.allclose(x, expected * (scale if modelscope_start else 1.0), atol=1e-6)
 
 
+def test_a_folder_states_how_its_model_was_trained(pipe, folder, tmp_path):
+    """`_i2vgen_defaults` sample_posterior / modelscope_start (models trained on posterior means with textbook SDEdit,
+    as the tiny-shapes recipe does) become the call's defaults; a folder that says nothing keeps the reference's."""
+    import json
+
+    from i2vgen.pipelines.common import ModelConventions
+
+    assert pipe.conventions == ModelConventions(sample_posterior=True, modelscope_start=True)
+    own = shutil.copytree(folder, tmp_path / "own")
+    index = json.loads((own / "model_index.json").read_text())
+    index["_i2vgen_defaults"] = {"sample_posterior": False, "modelscope_start": False, "strength": 0.3}
+    (own / "model_index.json").write_text(json.dumps(index))
+    mine = I2VGenRefinePipeline.from_pretrained(own)
+    assert mine.conventions == ModelConventions(sample_posterior=False, modelscope_start=False)
+    kw = dict(FAST, output_type="latent")
+    run = lambda p, **k: p(_frames(3), "p", generator=_gen(3), **kw, **k)  # noqa: E731
+    assert torch.equal(run(mine), run(pipe, sample_posterior=False, modelscope_start=False))
+    assert not torch.equal(run(mine), run(mine, sample_posterior=True))
+    assert not torch.equal(run(mine), run(mine, modelscope_start=True))
+    assert torch.equal(run(pipe), run(mine, sample_posterior=True, modelscope_start=True))
+
+
 @pytest.mark.parametrize("size,needle", [((33, 24), "multiples of 2"), ((34, 24), "refiner"),
                                          ((32, 26), "odd height"), ((0, 24), "multiples")])
 def test_target_size_is_checked_first(pipe, size, needle):

@@ -32,6 +32,7 @@ from i2vgen.models.loading import load_unet, read_json_object
 from i2vgen.models.unet import I2VGenUNet, StepCache, UNetCondition
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
+    ModelConventions,
     OutputType,
     StagePipeline,
     check_generation_args,
@@ -51,10 +52,12 @@ class I2VGenPipeline(StagePipeline):
     """Image-to-video with the I2VGen-XL base stage. Components are passed in; `from_pretrained` loads a folder."""
 
     def __init__(self, unet: I2VGenUNet, vae: VideoVAE, text_encoder: TextEncoder, image_encoder: ImageEncoder,
-                 *, alphas_cumprod: Tensor | None = None, device: torch.device | str = "cpu") -> None:
+                 *, alphas_cumprod: Tensor | None = None, device: torch.device | str = "cpu",
+                 conventions: ModelConventions | None = None) -> None:
         self.unet, self.vae = unet.eval(), vae.eval()
         self.text_encoder, self.image_encoder = text_encoder.eval(), image_encoder.eval()
         self.alphas_cumprod = base_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        self.conventions = conventions or ModelConventions()
         self.to(device)  # sets self.placement
 
     # ---- construction ------------------------------------------------------------------------------------------
@@ -85,7 +88,7 @@ class I2VGenPipeline(StagePipeline):
         text = TextEncoder.from_model_folder(root, dtype, variant)
         image = ImageEncoder.from_model_folder(root, dtype, variant)
         _check_dims(unet, text, image, vae)
-        return cls(unet, vae, text, image, device=device)
+        return cls(unet, vae, text, image, device=device, conventions=ModelConventions.from_folder(root))
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.text_encoder, self.image_encoder, self.vae, self.unet]
@@ -139,7 +142,7 @@ class I2VGenPipeline(StagePipeline):
         cfg_until: float = 1.0,
         cache_interval: int = 1,
         cache_depth: int = 1,
-        sample_posterior: bool = True,
+        sample_posterior: bool | None = None,
         set_alpha_to_one: bool = False,
         ablate: tuple[str, ...] = (),
     ) -> Any:
@@ -169,7 +172,8 @@ class I2VGenPipeline(StagePipeline):
             cache_interval / cache_depth: step caching (`models.unet.StepCache`): every `cache_interval`-th step
                 runs the whole UNet, the steps between reuse its deep features and recompute only the outer
                 `cache_depth` levels. 1: off, the reference.
-            sample_posterior: sample the first frame's VAE posterior as the reference does (False: its mean).
+            sample_posterior: sample the first frame's VAE posterior as the reference does (False: its mean; None:
+                as the model was trained, `self.conventions`).
             set_alpha_to_one: DDIM's last step goes to alpha_bar = 1 (diffusers) instead of alpha_bar[0] (VGen).
             ablate: conditions to replace with zeros in both guidance branches, for ablation studies: "image" (the
                 global CLIP image embedding) and/or "first_frame" (the detail encoder's input: the first-frame
@@ -200,6 +204,8 @@ class I2VGenPipeline(StagePipeline):
 
         # 1. conditions
         text, neg_text = self.encode_prompt(prompt, negative_prompt)
+        if sample_posterior is None:
+            sample_posterior = self.conventions.sample_posterior
         image_embeds, first_latent = self.encode_image(image, width, height, generator=generator,
                                                        sample_posterior=sample_posterior, vae_tile=vae_tile)
         if "image" in ablate:

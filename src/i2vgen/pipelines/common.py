@@ -4,6 +4,8 @@ offload, and turning decoded frames into the requested output type."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -13,6 +15,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from i2vgen.errors import InputError
+from i2vgen.model_paths import model_defaults
 
 OutputType = Literal["np", "pt", "pil", "latent"]
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -36,6 +39,22 @@ def check_device(device: torch.device | str) -> torch.device:
     elif d.type not in ("cpu", "cuda", "mps", "xpu"):
         raise InputError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or mps")
     return d
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConventions:
+    """How a model was trained where that differs from the reference, so that sampling matches it. The reference's
+    values by default; a model folder states others in `_i2vgen_defaults` (`from_folder`): models trained by
+    `i2vgen train-recipe tiny-shapes` learn from VAE posterior means (their tiny VAEs' posterior noise is as large
+    as the latents' spread) with textbook SDEdit. The pipelines' call arguments override these."""
+
+    sample_posterior: bool = True  # encode the conditioning frame / the refiner's input as a posterior sample
+    modelscope_start: bool = True  # refiner: ModelScope's extra start scale (refine.py's module docstring)
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike) -> ModelConventions:
+        found = model_defaults(root)
+        return cls(**{f.name: bool(found[f.name]) for f in dataclasses.fields(cls) if f.name in found})
 
 
 class Placement:

@@ -72,6 +72,7 @@ from i2vgen.models.refiner import I2VGenRefinerUNet, check_refiner_size
 from i2vgen.models.vae import VideoVAE
 from i2vgen.pipelines.common import (
     OUTPUT_TYPES,
+    ModelConventions,
     OutputType,
     StagePipeline,
     check_generator,
@@ -278,9 +279,11 @@ class I2VGenRefinePipeline(StagePipeline):
     loads a folder."""
 
     def __init__(self, unet: I2VGenRefinerUNet, vae: VideoVAE, text_encoder: TextEncoder, *,
-                 alphas_cumprod: Tensor | None = None, device: torch.device | str = "cpu") -> None:
+                 alphas_cumprod: Tensor | None = None, device: torch.device | str = "cpu",
+                 conventions: ModelConventions | None = None) -> None:
         self.unet, self.vae, self.text_encoder = unet.eval(), vae.eval(), text_encoder.eval()
         self.alphas_cumprod = refiner_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        self.conventions = conventions or ModelConventions()
         self.to(device)  # sets self.placement
 
     # ---- construction ------------------------------------------------------------------------------------------
@@ -314,7 +317,7 @@ class I2VGenRefinePipeline(StagePipeline):
         if vae.latent_channels != net.config.in_channels:
             raise CheckpointError(f"VAE latent channels {vae.latent_channels} != UNet input channels "
                                   f"{net.config.in_channels}")
-        return cls(net, vae, text, device=device)
+        return cls(net, vae, text, device=device, conventions=ModelConventions.from_folder(root))
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.text_encoder, self.vae, self.unet]
@@ -380,9 +383,9 @@ class I2VGenRefinePipeline(StagePipeline):
         resize_mode: ResizeMode = "stretch",
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
-        modelscope_start: bool = True,
+        modelscope_start: bool | None = None,
         round_timesteps: bool = True,
-        sample_posterior: bool = True,
+        sample_posterior: bool | None = None,
         sequential_cfg: bool = False,
         encode_chunk_size: int = 2,
         decode_chunk_size: int = 2,
@@ -407,6 +410,7 @@ class I2VGenRefinePipeline(StagePipeline):
             noise: the SDEdit noise (1, 4, F, height/8, width/8) instead of drawing it.
             modelscope_start / round_timesteps: ModelScope's start scale and timestep rounding (module docstring).
             sample_posterior: sample the VAE posterior as the reference does (False: its mean).
+                modelscope_start and sample_posterior None: as the model was trained (`self.conventions`).
             sequential_cfg: the conditional and unconditional branches as two forwards (less memory).
             encode_chunk_size / decode_chunk_size: frames the VAE encodes / decodes at once.
             vae_tile: run the VAE encode and decode in strips of this many latent rows, layer by layer
@@ -434,6 +438,8 @@ class I2VGenRefinePipeline(StagePipeline):
         if noise is not None and tuple(noise.shape) != shape:
             raise InputError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
 
+        modelscope_start = self.conventions.modelscope_start if modelscope_start is None else modelscope_start
+        sample_posterior = self.conventions.sample_posterior if sample_posterior is None else sample_posterior
         # 1. conditions
         text, neg_text = self.encode_prompt(prompt, negative_prompt, positive_suffix)
         # 2. SDEdit start: encode, then noise forward to t_start
