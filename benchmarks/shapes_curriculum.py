@@ -7,7 +7,12 @@ directions of 1, 8, 32, 128 one-shape scenes, t in [970, 1000), posterior means,
 weights) through the recipe's own `train_stage`, on the shipped folder's frozen VAE and CLIP encoders (the recipe's
 components), and after each stage runs the text-use probe (`i2vgen.shapes_eval.text_use`) on the first 24 held-out
 one-shape clips at t = 999 and 950: the share whose true caption has the lowest loss of the four directions (chance
-25 %) and the mean gap. Writes probes.json into `-o`. docs/tiny-shapes.md (section 4) quotes it.
+25 %) and the mean gap; and on the first 24 held-out two-shape clips at t = 999: the share whose true caption is the
+lowest of all 16 direction combinations (chance 6 %) and, per shape, whether its own word beats its other three with
+the other shape's word kept true (`two_first`, `two_second`: binding). Writes probes.json into `-o`. Stages already
+trained in `-o` are not trained again, nor probed again when probes.json has their row (copy a run's
+curriculum-<i> folders there to go on from them). docs/tiny-shapes.md
+(sections 4 and 7) quotes it.
 """
 
 from __future__ import annotations
@@ -40,20 +45,30 @@ def main() -> int:
     components = local_model_path("tiny-shapes")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    clips = [c for c in (shapes.make_clip(s, num_frames=cfg.num_frames) for s in shapes.split_seeds("heldout", 60))
-             if len(c.shapes) == 1][:24]
+    held = [shapes.make_clip(s, num_frames=cfg.num_frames) for s in shapes.split_seeds("heldout", 80)]
+    one, two = [c for c in held if len(c.shapes) == 1][:24], [c for c in held if len(c.shapes) == 2][:24]
+    done = {r["stage"]: r for r in json.loads((out / "probes.json").read_text())} \
+        if (out / "probes.json").exists() else {}
     init, rows, t0 = None, [], time.perf_counter()
     for i in range(len(cfg.curriculum) if args.stages is None else args.stages):
         name = f"curriculum-{i}"
         ckpt = train_stage(cfg, name, components, out / name, lambda m: print(m, flush=True), init, False)
         init = stage_weights(ckpt)
+        if name in done:  # probed by an earlier run
+            rows.append(done[name])
+            continue
         base = I2VGenPipeline.from_pretrained(components)
         base.unet = load_unet(init).eval()
-        probes = [text_use(base, c, seed=k, timesteps=(999, 950)) for k, c in enumerate(clips)]
-        row = {"stage": name, "scenes": cfg.curriculum[i].scenes, "seconds": round(time.perf_counter() - t0)}
+        probes = [text_use(base, c, seed=k, timesteps=(999, 950)) for k, c in enumerate(one)]
+        binding = [text_use(base, c, seed=k, timesteps=(999,), max_shapes=2, repeats=1) for k, c in enumerate(two)]
+        row = {"stage": name, "scenes": cfg.curriculum[i].scenes, "scene_shapes": cfg.curriculum[i].scene_shapes,
+               "seconds": round(time.perf_counter() - t0)}
         for t in (999, 950):
             row[f"acc_{t}"] = float(np.mean([r[f"text_use_ok_{t}"] for r in probes]))
             row[f"gap_{t}"] = float(np.mean([r[f"text_gap_{t}"] for r in probes]))
+        per_shape = np.array([r["text_use_ok_per_shape_999"] for r in binding])  # (24, 2)
+        row["two_acc_999"] = float(np.mean([r["text_use_ok_999"] for r in binding]))
+        row["two_first_999"], row["two_second_999"] = (float(v) for v in per_shape.mean(0))
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / "probes.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -15,6 +15,7 @@ from i2vgen.shapes import (
     COLOURS,
     DIRECTIONS,
     KINDS,
+    DirectionsDataset,
     ShapesDataset,
     caption,
     make_clip,
@@ -200,6 +201,24 @@ def test_dataset_sample_layout_and_collate():
     assert torch.isnan(meta["centroids"][n:]).all()
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])  # variable shape counts still batch
     assert batch["frames"].shape == (4, 3, 16, 32, 32) and batch["meta"]["centroids"].shape == (4, 2, 16, 2)
+
+
+def test_directions_dataset_holds_every_direction_combination_of_a_scene():
+    """Two-shape scenes: 16 clips per scene, one first frame, each shape moving the way its own clause says."""
+    from i2vgen import eval as ev
+
+    ds = DirectionsDataset("train", 2, size=32, num_frames=8, num_shapes=2)
+    assert len(ds) == 32 and len(DirectionsDataset("train", 3).combos) == 4
+    items = [ds[i] for i in range(16)]
+    firsts = {items[i]["frames"][:, 0].numpy().tobytes() for i in range(16)}
+    assert len(firsts) == 1 and len({it["caption"] for it in items}) == 16
+    for it in items[::5]:
+        video = ((it["frames"].permute(1, 2, 3, 0) + 1) * 127.5).round().numpy().astype(np.uint8)  # (F, H, W, 3)
+        colours, directions = it["meta"]["colours"][:2], it["meta"]["directions"][:2]
+        assert ev.motion_directions(video, colours) == dict(zip(colours, directions)), it["caption"]
+    assert items[6]["meta"]["directions"][:2] == [sorted(DIRECTIONS)[1], sorted(DIRECTIONS)[2]]
+    with pytest.raises(InputError, match="num_shapes"):
+        DirectionsDataset("train", 1, num_shapes=3)
 
 
 def test_splits_are_disjoint_and_checked():

@@ -65,12 +65,27 @@ def test_text_use_picks_the_true_caption_for_a_text_reading_denoiser(pipe):
         pipe.unet = shipped
 
 
-def test_text_use_skips_two_shape_clips_and_runs_on_the_shipped_model(pipe):
+def test_text_use_binds_each_word_to_its_shape_on_two_shape_clips(pipe):
+    """With `max_shapes=2` all 16 direction combinations are tried; the oracle's is the true one, for each shape too
+    (the binding probe of docs/tiny-shapes.md)."""
     two = next(c for c in (make_clip(s, size=32) for s in split_seeds("heldout", 20)) if len(c.shapes) == 2)
-    assert text_use(pipe, two, seed=0) is None
+    assert text_use(pipe, two, seed=0) is None  # one shape unless asked
+    shipped = pipe.unet
+    try:
+        pipe.unet = _stub(pipe, two, blind=False)
+        row = text_use(pipe, two, seed=0, timesteps=(999,), repeats=1, max_shapes=2)
+    finally:
+        pipe.unet = shipped
+    assert row["text_use_ok_999"] is True and row["text_use_ok_per_shape_999"] == [True, True]
+    assert row["text_gap_999"] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_text_use_runs_on_the_shipped_model(pipe):
     row = text_use(pipe, _one_shape_clips(1)[0], seed=0, timesteps=(999,), repeats=1)
-    assert set(row) == {"text_use_ok_999", "text_gap_999", "x0_err_true", "x0_err_static", "x0_err_mean"}
-    assert all(np.isfinite(v) for v in row.values())
+    assert set(row) == {"text_use_ok_999", "text_gap_999", "text_use_ok_per_shape_999", "x0_err_true",
+                        "x0_err_static", "x0_err_mean"}
+    assert row["text_use_ok_per_shape_999"] == [row["text_use_ok_999"]]
+    assert all(np.isfinite(v) for k, v in row.items() if k != "text_use_ok_per_shape_999")
 
 
 def test_a_clip_re_renders_exactly_with_its_recorded_background():

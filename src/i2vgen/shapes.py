@@ -19,6 +19,7 @@ a triangle it lies below the centre of its bounding box, the position `Shape.sta
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import random
@@ -233,29 +234,46 @@ def with_direction(clip: ShapesClip, direction: str, start: tuple[float, float] 
     """`clip` (one shape) re-rendered with its shape moving in `direction` (and starting at `start`, if given)."""
     if len(clip.shapes) != 1:
         raise InputError("with_direction takes a one-shape clip")
-    shape = dataclasses.replace(clip.shapes[0], direction=direction, start=start or clip.shapes[0].start)
-    frames, centroids, radii = render([shape], clip.background, size=clip.frames.shape[1],
+    return with_directions(clip, (direction,), None if start is None else (start,))
+
+
+def with_directions(clip: ShapesClip, directions: tuple[str, ...],
+                    starts: tuple[tuple[float, float], ...] | None = None) -> ShapesClip:
+    """`clip` re-rendered with shape i moving in `directions[i]` (and starting at `starts[i]`, if given). Every
+    shape's start leaves room for its travel in any direction (`_sample_shape`), so any combination fits."""
+    if len(directions) != len(clip.shapes) or (starts is not None and len(starts) != len(clip.shapes)):
+        raise InputError(f"{len(clip.shapes)} shape(s) need as many directions (and starts), got {directions}")
+    shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i])
+                   for i, (sh, d) in enumerate(zip(clip.shapes, directions)))
+    frames, centroids, radii = render(shapes, clip.background, size=clip.frames.shape[1],
                                       num_frames=clip.frames.shape[0], gradient=clip.gradient)
-    return dataclasses.replace(clip, frames=frames, caption=caption([shape]), shapes=(shape,), centroids=centroids,
+    return dataclasses.replace(clip, frames=frames, caption=caption(shapes), shapes=shapes, centroids=centroids,
                                radii=radii)
 
 
 class DirectionsDataset(torch.utils.data.Dataset):
-    """The four directions of `scenes` one-shape scenes (the first frames of `make_clip(seed, num_shapes=1)` for
-    the first `scenes` seeds of `split`): item i is scene i // 4 moving `sorted(DIRECTIONS)[i % 4]`. Clips that
-    share a first frame and differ only in the direction word: with few scenes the text is the only thing that
-    varies, which is how a curriculum gets a model to read it (docs/tiny-shapes.md)."""
+    """Every direction combination of `scenes` scenes with `num_shapes` shapes each (the first frames of
+    `make_clip(seed, num_shapes=num_shapes)` for the first `scenes` seeds of `split`): 4 clips per one-shape scene,
+    16 per two-shape scene (item i is scene i // 16, the first shape moving `sorted(DIRECTIONS)[i % 16 // 4]`, the
+    second `[i % 4]`). Clips that share a first frame and differ only in the direction words: with few scenes the
+    text is the only thing that varies, which is how a curriculum gets a model to read it, and with two shapes the
+    only way to lower the loss is to move each shape by the word after its own colour (docs/tiny-shapes.md)."""
 
-    def __init__(self, split: str = "train", scenes: int = 1, *, size: int = 32, num_frames: int = 16) -> None:
+    def __init__(self, split: str = "train", scenes: int = 1, *, size: int = 32, num_frames: int = 16,
+                 num_shapes: int = 1) -> None:
+        if num_shapes not in (1, 2):
+            raise InputError(f"num_shapes must be 1 or 2, got {num_shapes!r}")
         self.seeds = split_seeds(split, scenes)
-        self.size, self.num_frames = size, num_frames
+        self.size, self.num_frames, self.num_shapes = size, num_frames, num_shapes
+        self.combos = list(itertools.product(sorted(DIRECTIONS), repeat=num_shapes))
 
     def __len__(self) -> int:
-        return 4 * len(self.seeds)
+        return len(self.combos) * len(self.seeds)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = make_clip(self.seeds[index // 4], size=self.size, num_frames=self.num_frames, num_shapes=1)
-        return to_sample(with_direction(clip, sorted(DIRECTIONS)[index % 4]))
+        scene, combo = divmod(index, len(self.combos))
+        clip = make_clip(self.seeds[scene], size=self.size, num_frames=self.num_frames, num_shapes=self.num_shapes)
+        return to_sample(with_directions(clip, self.combos[combo]))
 
 
 def write_clip_list(folder: str | os.PathLike, split: str = "train", length: int = 100, *, size: int = 32,

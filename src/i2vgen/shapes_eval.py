@@ -14,7 +14,8 @@ that sampler `no-detail` (first-frame latent zeroed: no latent context tokens, n
 (global CLIP image embedding zeroed); and two references that need no sampling of the base stage: `ground-truth`
 (the metrics of the true clips: the tracker's ceiling; its first-frame fidelity is the VAE round trip of the input,
 the ceiling of every sampled row, and its refined column the refiner VAE's round trip of the true high-resolution
-clip, the ceiling of every refined row) and `refine-gt` (the refiner on the true 32x32 clips, against bicubic). The
+clip, the ceiling of every refined row) and `refine-gt` (the refiner on the true 32x32 clips degraded the way the
+base stage's output is, by the base VAE's round trip, against bicubic up-scaling of the same frames). The
 ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md). `text-use` samples
 nothing: it asks whether the base UNet reads the direction word at all (`text_use`).
 
@@ -60,57 +61,65 @@ _DIRECTIONS = ("left", "right", "up", "down")
 
 
 def text_use(base: Any, clip: Any, *, seed: int, timesteps: tuple[int, ...] = TEXT_USE_TIMESTEPS,
-             repeats: int = 2) -> dict[str, Any] | None:
-    """Whether the base UNet reads the direction word, without sampling: its v-prediction loss on the true clip
-    with the caption as written and with the three other direction words, at `timesteps` with the same noise
-    (`repeats` draws from `seed`). -> {"text_use_ok_<t>": the true caption has the lowest loss, "text_gap_<t>":
-    mean loss of the wrong captions minus the true one's, and "x0_err_<ref>": the mean squared distance (latents,
-    second half of the frames) of the x0 prediction at the highest `timesteps` (averaged over the noise draws) to
-    the true clip ("true"), to frame 0 held still ("static") and to the mean of the four clips that differ only in
-    the direction ("mean", the best a denoiser can do without reading the word)}; None for clips the swap cannot
-    express (two shapes).
+             repeats: int = 2, max_shapes: int = 1) -> dict[str, Any] | None:
+    """Whether the base UNet reads the direction words, without sampling: its v-prediction loss on the true clip
+    with the caption as written and with every other combination of direction words (4 captions for one shape, 16
+    for two), at `timesteps` with the same noise (`repeats` draws from `seed`). -> {"text_use_ok_<t>": the true
+    caption has the lowest loss, "text_gap_<t>": mean loss of the wrong captions minus the true one's,
+    "text_use_ok_per_shape_<t>": for each shape, whether its true word beats its other three with the other
+    shapes' words kept true (binding: does the word after a colour move that shape?), and "x0_err_<ref>": the mean
+    squared distance (latents, second half of the frames) of the x0 prediction at the highest `timesteps`
+    (averaged over the noise draws) to the true clip ("true"), to frame 0 held still ("static") and to the mean of
+    the clips that differ only in the directions ("mean", the best a denoiser can do without reading the words)};
+    None for clips with more than `max_shapes` shapes.
 
-    A denoiser that ignores the text has a gap of 0 and picks the true caption 1 time in 4 by chance."""
+    A denoiser that ignores the text has a gap of 0 and picks the true caption 1 time in 4 (16) by chance."""
+    import itertools
+
     import torch
 
-    from i2vgen.shapes import with_direction
+    from i2vgen.shapes import with_directions
 
-    if len(clip.shapes) != 1:
+    if len(clip.shapes) > max_shapes:
         return None
-    true_dir = clip.shapes[0].direction
-    captions = [clip.caption.replace(f"moves {true_dir}", f"moves {d}") for d in _DIRECTIONS]  # 4 prompts
-    j = _DIRECTIONS.index(true_dir)
+    truth = tuple(sh.direction for sh in clip.shapes)
+    combos = list(itertools.product(_DIRECTIONS, repeat=len(truth)))
+    j = combos.index(truth)
+    others = [[k for k, c in enumerate(combos) if all(c[m] == truth[m] for m in range(len(truth)) if m != i)]
+              for i in range(len(truth))]  # per shape: the 4 combos that change only its word
+    renders = [with_directions(clip, c) for c in combos]  # renders[j] is the clip
+    captions = [r.caption for r in renders]
     unet = base.unet
     dev = next(unet.parameters()).device
     num_frames = clip.frames.shape[0]
-    videos = [with_direction(clip, d).frames for d in _DIRECTIONS]  # 4 x (F, H, W, 3); videos[j] is the clip
-    frames = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1)  # (4, 3, F, H, W)
+    frames = torch.from_numpy(np.stack([r.frames for r in renders])).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1)
+    n = len(captions)  # frames: (n, 3, F, H, W)
     with torch.no_grad():
-        text = base.text_encoder.encode(captions).to(dev, unet.dtype)  # (4, 77, D)
+        text = base.text_encoder.encode(captions).to(dev, unet.dtype)  # (n, 77, D)
         image, _ = base.encode_image(clip.first_frame, clip.frames.shape[2], clip.frames.shape[1], generator=None,
                                      sample_posterior=False)  # (1, D)
-        z_all = base.vae.encode(frames.to(base.vae.device), sample=False).to(dev, unet.dtype)  # (4, 4, F, h, w)
+        z_all = base.vae.encode(frames.to(base.vae.device), sample=False).to(dev, unet.dtype)  # (n, 4, F, h, w)
         z0 = z_all[j:j + 1]  # (1, 4, F, h, w)
         row: dict[str, Any] = {}
         x0_true_caption = torch.zeros_like(z0)
         for t in timesteps:
             a = float(base.alphas_cumprod[t])
-            losses = torch.zeros(len(captions), dtype=torch.float64)
+            losses = torch.zeros(n, dtype=torch.float64)
             for r in range(repeats):
                 eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed * 1000 + r)).to(z0)
                 x_t = a ** 0.5 * z0 + (1 - a) ** 0.5 * eps
                 v = a ** 0.5 * eps - (1 - a) ** 0.5 * z0  # (1, 4, F, h, w)
-                n = len(captions)
                 pred = unet(x_t.expand(n, *z0.shape[1:]), torch.full((n,), float(t), device=dev),
                             encoder_hidden_states=text, image_embeds=image.to(dev, unet.dtype).expand(n, -1),
                             first_frame_latent=z0[:, :, 0].expand(n, -1, -1, -1),
-                            fps=torch.full((n,), 8, device=dev))  # (4, 4, F, h, w)
+                            fps=torch.full((n,), 8, device=dev))  # (n, 4, F, h, w)
                 losses += (pred.float() - v.float()).pow(2).flatten(1).mean(1).double().cpu() / repeats
                 if t == max(timesteps):
                     x0_true_caption += (a ** 0.5 * x_t - (1 - a) ** 0.5 * pred[j:j + 1]) / repeats
             row[f"text_use_ok_{t}"] = bool(losses.argmin() == j)
-            row[f"text_gap_{t}"] = float((losses.sum() - losses[j]) / (len(captions) - 1) - losses[j])
-        late = slice(num_frames // 2, None)  # the second half of the clip, where the shape has moved
+            row[f"text_gap_{t}"] = float((losses.sum() - losses[j]) / (n - 1) - losses[j])
+            row[f"text_use_ok_per_shape_{t}"] = [bool(min(ks, key=lambda k: losses[k]) == j) for ks in others]
+        late = slice(num_frames // 2, None)  # the second half of the clip, where the shapes have moved
         for name, ref in (("true", z0), ("static", z0[:, :, :1].expand_as(z0)), ("mean", z_all.mean(0, keepdim=True))):
             row[f"x0_err_{name}"] = float((x0_true_caption - ref)[:, :, late].float().pow(2).mean())
     return row
@@ -145,8 +154,10 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
         row: dict[str, Any] = {"seed": clip.seed, "prompt": clip.caption}
         if name == "text-use":
             row.update(text_use(base, clip, seed=seed + start + i) or {})
-        elif name in ("ground-truth", "refine-gt"):
+        elif name == "ground-truth":
             video = clip.frames.astype(np.float64) / 255  # (F, 32, 32, 3)
+        elif name == "refine-gt":  # the true clip degraded the way a base output is: through the base VAE
+            video = vae_round_trip(base.vae, clip.frames)  # (F, 32, 32, 3)
         else:
             video = base(clip.first_frame, clip.caption, num_frames=len(clip.frames), height=clip.frames.shape[1],
                          width=clip.frames.shape[2], target_fps=8, num_inference_steps=spec["steps"],

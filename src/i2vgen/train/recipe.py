@@ -90,8 +90,10 @@ class StageRecipe:
     ema_decay: float = 0.999
     extra: dict[str, Any] = field(default_factory=dict)  # further dotted TrainConfig fields
     p_two_shapes: float = 0.5  # share of two-shape clips in the stage's data (the task's 0.5)
-    # Instead of the task's clips: the four directions of this many one-shape train scenes (`DirectionsDataset`)
+    # Instead of the task's clips: every direction combination of this many train scenes of `scene_shapes` shapes
+    # (`DirectionsDataset`: 4 clips per one-shape scene, 16 per two-shape scene)
     scenes: int | None = None
+    scene_shapes: int = 1
 
 
 @dataclass
@@ -146,8 +148,9 @@ def _text() -> RecipeConfig:
     """Issue 11's design from the generalisation experiment of docs/tiny-shapes.md (sections 4 and 5): posterior
     means as training targets (the tiny VAE's posterior noise is 62 % of the latent variance), 8 frames, and a
     curriculum at the top of the schedule over clips that share their first frames: the four directions of 1, 8, 32,
-    then 128 scenes, each stage from the previous one's weights; then the base stage on all clips with half of its
-    samples at t >= 950. At 32 px and 8 frames the curriculum's stages read the direction word on all 24 held-out
+    then 128 one-shape scenes, then all 16 direction combinations of 8, 32 and 128 two-shape scenes (section 7),
+    each stage from the previous one's weights; then the base stage on all clips with half of its samples at
+    t >= 950; the refiner on posterior means too. At 32 px and 8 frames the curriculum's stages read the direction word on all 24 held-out
     clips after 128 scenes (gap 0.43 at t = 999; `benchmarks/shapes_text_generalisation.py`, these step counts); at
     16 frames the same stages did not (a 16-frame UNet does not learn where the middle frames sit in time:
     `benchmarks/shapes_frame_order.py`).
@@ -157,10 +160,15 @@ def _text() -> RecipeConfig:
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
-    cfg.curriculum = [StageRecipe("tiny-shapes", steps=steps, batch=4, lr=1e-3, warmup=20, scenes=n, extra=top)
-                      for n, steps in ((1, 400), (8, 300), (32, 300), (128, 400))]
+    cfg.curriculum = [StageRecipe("tiny-shapes", steps=steps, batch=4, lr=1e-3, warmup=20, scenes=n,
+                                  scene_shapes=k, extra=top)
+                      for k, n, steps in ((1, 1, 400), (1, 8, 300), (1, 32, 300), (1, 128, 400),
+                                          (2, 8, 300), (2, 32, 300), (2, 128, 400))]
     cfg.base = StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3, extra={
         "loss.t_top_share": 0.5, "loss.t_top_min": 950, "model.sample_posterior": False})
+    # the refiner VAE's posterior noise (variance 1.11 in scaled latents) exceeds its means' spread (1.01): trained
+    # on samples the refiner's loss stays at 1.2, on means it falls to 0.11 (docs/tiny-shapes.md, section 7)
+    cfg.refine = dataclasses.replace(cfg.refine, extra={**cfg.refine.extra, "model.sample_posterior": False})
     return cfg
 
 
@@ -345,7 +353,7 @@ def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  #
         **s.extra,
     }
     if stage == "refine":
-        changes["loss.t_max"] = 600
+        changes.setdefault("loss.t_max", 600)  # the reference's SDEdit range unless the stage says otherwise
     return preset("tiny").replace(**changes)
 
 
@@ -356,7 +364,8 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
     s = stage_recipe(cfg, stage)
     size = cfg.refine_size if stage == "refine" else cfg.base_size
     if s.scenes is not None:
-        return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames))
+        return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames,
+                                               num_shapes=s.scene_shapes))
     return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames,
                                        p_two_shapes=s.p_two_shapes))
 
@@ -400,7 +409,15 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     and 2 dB of refinement gain."""
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
-            "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING}
+            "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING,
+            # how the UNets were trained (`pipelines.common.ModelConventions`): on posterior means or samples, and
+            # the refiner with textbook SDEdit
+            "sample_posterior": _trained_on_samples(cfg.base), "refine_sample_posterior": _trained_on_samples(cfg.refine),
+            "refine_modelscope_start": False}
+
+
+def _trained_on_samples(stage: StageRecipe) -> bool:
+    return bool(stage.extra.get("model.sample_posterior", True))
 
 
 def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path,
