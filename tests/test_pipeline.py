@@ -198,7 +198,7 @@ def test_the_folder_says_whether_the_first_frame_is_a_posterior_sample(pipe, ima
     (folder / "model_index.json").write_text(json.dumps(index))
     mine = load_pipeline(folder)
     assert pipe.conventions.sample_posterior and not mine.conventions.sample_posterior
-    run = lambda p, **k: p(image, "a dog", generator=_gen(), output_type="latent", **KW, **k)  # noqa: E731
+    run = lambda p, **k: p(image, "a dog", generator=_gen(), output_type="latent", **KW, **k)
     assert torch.equal(run(mine), run(mine, sample_posterior=False))
     assert not torch.equal(run(mine), run(mine, sample_posterior=True))
     assert ModelConventions.from_folder(tmp_path / "missing") == ModelConventions()

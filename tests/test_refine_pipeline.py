@@ -207,7 +207,7 @@ def test_a_folder_states_how_its_model_was_trained(pipe, folder, tmp_path):
     mine = I2VGenRefinePipeline.from_pretrained(own)
     assert mine.conventions == ModelConventions(sample_posterior=False, modelscope_start=False)
     kw = dict(FAST, output_type="latent")
-    run = lambda p, **k: p(_frames(3), "p", generator=_gen(3), **kw, **k)  # noqa: E731
+    run = lambda p, **k: p(_frames(3), "p", generator=_gen(3), **kw, **k)
     assert torch.equal(run(mine), run(pipe, sample_posterior=False, modelscope_start=False))
     assert not torch.equal(run(mine), run(mine, sample_posterior=True))
     assert not torch.equal(run(mine), run(mine, modelscope_start=True))

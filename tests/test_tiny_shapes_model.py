@@ -31,6 +31,12 @@ def test_shipped_model_is_complete_and_small():
     assert not list(ASSETS.rglob("*.bin")) and not list(ASSETS.rglob("*.pth"))  # safetensors only
     index = json.loads((BUILTIN_MODELS["tiny-shapes"] / "model_index.json").read_text())
     assert index["_i2vgen_defaults"]["width"] == 32 and index["_i2vgen_defaults"]["refine_width"] == 64
+    # both UNets learnt from VAE posterior means and the refiner with textbook SDEdit: the folders say so, and the
+    # pipelines sample that way by default (`ModelConventions`)
+    from i2vgen.pipelines.common import ModelConventions
+
+    assert ModelConventions.from_folder(BUILTIN_MODELS["tiny-shapes"]).sample_posterior is False
+    assert ModelConventions.from_folder(BUILTIN_MODELS["tiny-shapes-refiner"]) == ModelConventions(False, False)
 
 
 def test_shipped_model_keeps_the_first_frame():

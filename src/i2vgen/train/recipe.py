@@ -150,13 +150,14 @@ def _text() -> RecipeConfig:
     curriculum at the top of the schedule over clips that share their first frames: the four directions of 1, 8, 32,
     then 128 one-shape scenes, then all 16 direction combinations of 8, 32 and 128 two-shape scenes (section 7),
     each stage from the previous one's weights; then the base stage on all clips with half of its samples at
-    t >= 950; the refiner on posterior means too. At 32 px and 8 frames the curriculum's stages read the direction word on all 24 held-out
-    clips after 128 scenes (gap 0.43 at t = 999; `benchmarks/shapes_text_generalisation.py`, these step counts); at
-    16 frames the same stages did not (a 16-frame UNet does not learn where the middle frames sit in time:
+    t >= 950; the refiner on posterior means too. At 32 px and 8 frames the curriculum's stages read the direction
+    word on all 24 held-out clips after 128 scenes (gap 0.43 at t = 999; `benchmarks/shapes_text_generalisation.py`,
+    these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle frames sit in time:
     `benchmarks/shapes_frame_order.py`).
 
-    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 72 minutes on this
-    project's 2-core machine; direction accuracy on held-out one-shape clips 100 % (docs/tiny-shapes.md, section 6)."""
+    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 106 minutes as measured
+    on this project's 2-core machine with other jobs beside the two-shape stages, about 88 unloaded; direction
+    accuracy on held-out one-shape clips 100 %, per shape of two 59 % (docs/tiny-shapes.md, sections 6 and 7)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}

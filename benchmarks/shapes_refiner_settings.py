@@ -1,0 +1,105 @@
+"""The tiny refiner's settings on the cascade's own outputs: guidance, strength, and sampling as trained or not.
+
+Run: `.venv/bin/python benchmarks/shapes_refiner_settings.py [--base tiny-shapes] [--refiner tiny-shapes-refiner]
+      [--old-refiner FOLDER] [--n 12] [-o FILE]`
+
+The base stage animates the first `--n` held-out clips (DPM-Solver++ 2M, 25 trailing steps, guidance 2.0, seed =
+clip index); each refiner setting refines the same base outputs to 64x64 (the refine pipeline's default sampler,
+DPM-Solver++ 2M SDE, 30 steps) and `i2vgen.eval.refinement_gain` compares it and the bicubic up-scaling of the base
+output with the true 64x64 clip. `--old-refiner` adds a refiner folder sampled its own way (e.g. the previous
+shipped one). docs/tiny-shapes.md, section 7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from i2vgen import eval as ev
+from i2vgen.pipelines.base import I2VGenPipeline
+from i2vgen.pipelines.refine import I2VGenRefinePipeline
+from i2vgen.shapes import make_clip, split_seeds
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", default="tiny-shapes")
+    p.add_argument("--refiner", default="tiny-shapes-refiner")
+    p.add_argument("--old-refiner", default=None)
+    p.add_argument("--n", type=int, default=12)
+    p.add_argument("--sweep", action="store_true", help="strength x steps on base-VAE-degraded true clips")
+    p.add_argument("-o", "--output", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.sweep:
+        return sweep(args)
+    base = I2VGenPipeline.from_pretrained(args.base)
+    refiner = I2VGenRefinePipeline.from_pretrained(args.refiner)
+    clips = []
+    for i, seed in enumerate(split_seeds("heldout", args.n)):
+        lo, hi = make_clip(seed, size=32, num_frames=8), make_clip(seed, size=64, num_frames=8)
+        video = base(lo.first_frame, lo.caption, num_frames=8, height=32, width=32, target_fps=8,
+                     num_inference_steps=25, guidance_scale=2.0, sampler="dpmpp-2m", timestep_spacing="trailing",
+                     generator=torch.Generator().manual_seed(i), output_type="np")[0]
+        clips.append((lo, hi, video))
+    settings = {"guidance 7.5 (the reference's), strength 0.3": (refiner, {}),
+                "guidance 1.0, strength 0.3": (refiner, {"guidance_scale": 1.0}),
+                "guidance 1.0, strength 0.2": (refiner, {"guidance_scale": 1.0, "strength": 0.2}),
+                "guidance 1.0, strength 0.1": (refiner, {"guidance_scale": 1.0, "strength": 0.1})}
+    if args.old_refiner:
+        old = I2VGenRefinePipeline.from_pretrained(args.old_refiner)
+        settings["old refiner, its folder's way, guidance 7.5, strength 0.3"] = (old, {})
+        settings["old refiner, posterior mean and textbook start, guidance 1.0, strength 0.3"] = (
+            old, {"guidance_scale": 1.0, "sample_posterior": False, "modelscope_start": False})
+    rows = []
+    for name, (pipe, kw) in settings.items():
+        gains = [ev.refinement_gain(video, pipe(video, lo.caption, width=64, height=64, **{"strength": 0.3, **kw},
+                                                generator=torch.Generator().manual_seed(i), output_type="np")[0],
+                                    hi.frames) for i, (lo, hi, video) in enumerate(clips)]
+        row = {"setting": name, "conventions": str(pipe.conventions),
+               "psnr_gain_db": float(np.mean([g["psnr_gain_db"] for g in gains])),
+               "ssim_gain": float(np.mean([g["ssim_gain"] for g in gains])),
+               "psnr_bicubic": float(np.mean([g["psnr_bicubic"] for g in gains]))}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps({"n": args.n, "base": args.base, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from i2vgen.model_paths import local_model_path
+    from i2vgen.models.vae import VideoVAE
+    from i2vgen.shapes_eval import vae_round_trip
+
+    refiner = I2VGenRefinePipeline.from_pretrained(args.refiner)
+    base_vae = VideoVAE.from_model_folder(local_model_path(args.base))
+    clips = [(make_clip(s, size=32, num_frames=8), make_clip(s, size=64, num_frames=8))
+             for s in split_seeds("heldout", args.n)]
+    inputs = [vae_round_trip(base_vae, lo.frames) for lo, _ in clips]  # (F, 32, 32, 3) each
+    rows = []
+    for strength in (0.3, 0.45, 0.6):
+        for steps in (1, 4):
+            gains = [ev.refinement_gain(x, refiner(x, lo.caption, width=64, height=64, strength=strength,
+                                                   num_inference_steps=steps, guidance_scale=1.0,
+                                                   generator=torch.Generator().manual_seed(i), output_type="np")[0],
+                                        hi.frames) for i, ((lo, hi), x) in enumerate(zip(clips, inputs))]
+            row = {"strength": strength, "steps": steps,
+                   "psnr_gain_db": float(np.mean([g["psnr_gain_db"] for g in gains])),
+                   "ssim_gain": float(np.mean([g["ssim_gain"] for g in gains])),
+                   "psnr_bicubic": float(np.mean([g["psnr_bicubic"] for g in gains]))}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps({"n": args.n, "input": "base VAE round trip", "rows": rows},
+                                                indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
