@@ -86,11 +86,14 @@ def test_page_uploads_generates_shows_progress_plays_and_downloads(tmp_path):
         t_end = time.time() + 120
         while state not in ("done", "failed", "cancelled"):
             assert time.time() < t_end, f"the job did not finish (last state {state}, steps {steps})"
-            bars = driver.find_elements(By.ID, "job-progress")
-            if bars:
-                state = bars[0].get_attribute("data-state")
-                if state == "running" and bars[0].get_attribute("data-stage") == "base":
-                    value = int(bars[0].get_attribute("value"))
+            # state, stage and value read in one script: read one by one, the bar could turn "done" (value 1)
+            # between the reads and a running base stage would seem to go back to step 1
+            bar = driver.execute_script("""const b = document.getElementById('job-progress');
+                return b && [b.dataset.state, b.dataset.stage, b.getAttribute('value')];""")
+            if bar:
+                state = bar[0]
+                if state == "running" and bar[1] == "base":
+                    value = int(bar[2])
                     if not steps or steps[-1] != value:
                         steps.append(value)
                     previews.update(i.get_attribute("src") for i in driver.find_elements(By.CSS_SELECTOR,
