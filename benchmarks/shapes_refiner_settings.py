@@ -61,15 +61,17 @@ def main() -> int:
         gains = [ev.refinement_gain(video, pipe(video, lo.caption, width=64, height=64, **{"strength": 0.3, **kw},
                                                 generator=torch.Generator().manual_seed(i), output_type="np")[0],
                                     hi.frames) for i, (lo, hi, video) in enumerate(clips)]
-        row = {"setting": name, "conventions": str(pipe.conventions),
-               "psnr_gain_db": float(np.mean([g["psnr_gain_db"] for g in gains])),
-               "ssim_gain": float(np.mean([g["ssim_gain"] for g in gains])),
-               "psnr_bicubic": float(np.mean([g["psnr_bicubic"] for g in gains]))}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(report({"setting": name, "conventions": str(pipe.conventions)}, gains))
     if args.output:
         Path(args.output).write_text(json.dumps({"n": args.n, "base": args.base, "rows": rows}, indent=1) + "\n")
     return 0
+
+
+def report(row: dict, gains: list[dict]) -> dict:
+    """`row` with the mean PSNR / SSIM gains and bicubic PSNR over the clips' `refinement_gain`s, printed."""
+    row.update({k: float(np.mean([g[k] for g in gains])) for k in ("psnr_gain_db", "ssim_gain", "psnr_bicubic")})
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -89,12 +91,7 @@ def sweep(args: argparse.Namespace) -> int:
                                                    num_inference_steps=steps, guidance_scale=1.0,
                                                    generator=torch.Generator().manual_seed(i), output_type="np")[0],
                                         hi.frames) for i, ((lo, hi), x) in enumerate(zip(clips, inputs))]
-            row = {"strength": strength, "steps": steps,
-                   "psnr_gain_db": float(np.mean([g["psnr_gain_db"] for g in gains])),
-                   "ssim_gain": float(np.mean([g["ssim_gain"] for g in gains])),
-                   "psnr_bicubic": float(np.mean([g["psnr_bicubic"] for g in gains]))}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(report({"strength": strength, "steps": steps}, gains))
     if args.output:
         Path(args.output).write_text(json.dumps({"n": args.n, "input": "base VAE round trip", "rows": rows},
                                                 indent=1) + "\n")
