@@ -202,3 +202,7 @@ def test_the_folder_says_whether_the_first_frame_is_a_posterior_sample(pipe, ima
     assert torch.equal(run(mine), run(mine, sample_posterior=False))
     assert not torch.equal(run(mine), run(mine, sample_posterior=True))
     assert ModelConventions.from_folder(tmp_path / "missing") == ModelConventions()
+    index["_i2vgen_defaults"] = {"sample_posterior": "false"}  # a string: refused, not read as true
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="sample_posterior must be true or false, got 'false'"):
+        load_pipeline(folder)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from i2vgen.errors import InputError
+from i2vgen.errors import CheckpointError, InputError
 from i2vgen.model_paths import model_defaults
 
 OutputType = Literal["np", "pt", "pil", "latent"]
@@ -54,7 +54,12 @@ class ModelConventions:
     @classmethod
     def from_folder(cls, root: str | os.PathLike) -> ModelConventions:
         found = model_defaults(root)
-        return cls(**{f.name: bool(found[f.name]) for f in dataclasses.fields(cls) if f.name in found})
+        values = {f.name: found[f.name] for f in dataclasses.fields(cls) if f.name in found}
+        for name, value in values.items():
+            if not isinstance(value, bool):  # "false" as a string would read as true
+                raise CheckpointError(f"{root}: model_index.json's _i2vgen_defaults.{name} must be true or false, "
+                                      f"got {value!r}")
+        return cls(**values)
 
 
 class Placement:
