@@ -16,12 +16,16 @@ from i2vgen.pipelines.base import SAMPLERS, I2VGenPipeline, load_pipeline
 KW = dict(num_frames=3, height=32, width=32, num_inference_steps=2, negative_prompt="blurry")
 
 
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+def _random_folder(dst):
     comps = random_components(0)
     for p in comps.unet.parameters():  # default init leaves the UNet near zero: randomise so outputs depend on it
         torch.nn.init.normal_(p, std=0.05)
-    return load_pipeline(write_model_folder(comps, tmp_path_factory.mktemp("p") / "tiny"))
+    return write_model_folder(comps, dst)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return load_pipeline(_random_folder(tmp_path_factory.mktemp("p") / "tiny"))
 
 
 @pytest.fixture
@@ -189,10 +193,7 @@ def test_the_folder_says_whether_the_first_frame_is_a_posterior_sample(pipe, ima
     is) makes the posterior mean the default; a folder without it keeps the reference's sample."""
     from i2vgen.pipelines.common import ModelConventions
 
-    comps = random_components(0)
-    for p in comps.unet.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    folder = write_model_folder(comps, tmp_path / "tiny")
+    folder = _random_folder(tmp_path / "tiny")
     index = json.loads((folder / "model_index.json").read_text())
     index["_i2vgen_defaults"] = {"sample_posterior": False}
     (folder / "model_index.json").write_text(json.dumps(index))

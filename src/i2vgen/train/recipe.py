@@ -152,8 +152,8 @@ def _text() -> RecipeConfig:
     each stage from the previous one's weights; then the base stage on all clips with half of its samples at
     t >= 950; the refiner on posterior means too. At 32 px and 8 frames the curriculum's stages read the direction
     word on all 24 held-out clips after 128 scenes (gap 0.43 at t = 999; `benchmarks/shapes_text_generalisation.py`,
-    these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle frames sit in time:
-    `benchmarks/shapes_frame_order.py`).
+    these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle
+    frames sit in time: `benchmarks/shapes_frame_order.py`).
 
     The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 106 minutes as measured
     on this project's 2-core machine with other jobs beside the two-shape stages, about 88 unloaded; direction
@@ -411,14 +411,14 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
             "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING,
-            # how the UNets were trained (`pipelines.common.ModelConventions`): on posterior means or samples, and
-            # the refiner with textbook SDEdit
-            "sample_posterior": _trained_on_samples(cfg.base), "refine_sample_posterior": _trained_on_samples(cfg.refine),
-            "refine_modelscope_start": False}
+            # how the UNets were trained (`pipelines.common.ModelConventions`): on posterior means or samples (as
+            # the stages' own TrainConfigs say), and the refiner with textbook SDEdit
+            "sample_posterior": _trained_on_samples(cfg, "base"),
+            "refine_sample_posterior": _trained_on_samples(cfg, "refine"), "refine_modelscope_start": False}
 
 
-def _trained_on_samples(stage: StageRecipe) -> bool:
-    return bool(stage.extra.get("model.sample_posterior", True))
+def _trained_on_samples(cfg: RecipeConfig, stage: str) -> bool:
+    return stage_config(cfg, stage, Path(), Path()).model.sample_posterior
 
 
 def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path,
