@@ -20,6 +20,7 @@ from i2vgen.errors import InputError
 from i2vgen.io import write_video
 from i2vgen.models.configs import unet_preset
 from i2vgen.models.loading import build_unet, load_unet
+from i2vgen.models.vae import VideoVAE
 from i2vgen.models.tiny import random_components, write_model_folder
 from i2vgen.train import checkpoint as ckpt_io
 from i2vgen.cli import build_parser
@@ -90,7 +91,8 @@ def test_presets_round_trip_through_yaml_and_bad_keys_are_named(tmp_path):
     assert cfg.optim.lr == 3e-5 and cfg.stage == "refine" and cfg.data.sources[0].path == "clips.txt"
     assert cfg.ema.decay == 0.9999 and cfg.loss.offset_noise == 0.1 and cfg.optim.warmup_steps == 10
     for bad, msg in (({"optim": {"lrr": 1}}, "optim.lrr"), ({"loss": {"drop_all": 0.9, "drop_text": 0.2}}, "<= 1"),
-                     ({"stage": "middle"}, "stage"), ({"max_steps": "many"}, "max_steps")):
+                     ({"stage": "middle"}, "stage"), ({"max_steps": "many"}, "max_steps"),
+                     ({"degrade": {"vae": ""}}, "degrade.vae"), ({"degrade": {"vae": 3}}, "degrade.vae")):
         with pytest.raises(InputError, match=msg):
             TrainConfig.from_dict(bad)
 
@@ -215,6 +217,15 @@ def test_degrade_and_the_paired_target():
     a, b = degrade(frames, cfg, torch.Generator().manual_seed(3)), degrade(frames, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == frames.shape and a.abs().max() <= 1
     assert (a - frames).abs().mean() > 0.05  # it does degrade
+    # With a VAE (`degrade.vae`): the down-scaled frames, at a size it maps to itself, go through its round trip.
+    vae = VideoVAE(random_components(0).vae)
+    seen = []
+    hook = vae.vae.encoder.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    c = degrade(frames, cfg, torch.Generator().manual_seed(3), vae)
+    hook.remove()
+    assert c.shape == frames.shape and c.abs().max() <= 1 and not torch.equal(c, a)
+    assert seen and all(hw[0] % vae.downscale == 0 and 32 / 4 <= hw[0] <= 32 / 2 for hw in seen), seen
+    torch.testing.assert_close(degrade(frames, cfg, torch.Generator().manual_seed(3), vae), c)
     # The paired target's x0 prediction is the clean latent, whatever the source of x_t.
     from i2vgen.diffusion import alpha_bar_at, refiner_alphas_cumprod
 
@@ -234,9 +245,11 @@ def test_degrade_and_the_paired_target():
 @pytest.mark.parametrize("stage", ["base", "refine"])
 def test_a_few_steps_on_the_shared_real_clips(tmp_path_factory, tmp_path, real_data_dir, stage):
     """Two steps with EMA, a checkpoint and a sample video through the stage's inference pipeline."""
+    # the refiner's inputs degraded through a VAE too (`degrade.vae`: here the components' own)
+    extra = {"degrade.vae": str(tiny_model(tmp_path_factory))} if stage == "refine" else {}
     cfg = tiny_config(tmp_path_factory, tmp_path / "run", stage, **{
         "data.sources": f"{real_data_dir}/videos/captions.txt", "data.width": 32, "data.height": 32,
-        "data.num_frames": 4, "max_steps": 2, "log.sample_every": 2, "log.tensorboard": True})
+        "data.num_frames": 4, "max_steps": 2, "log.sample_every": 2, "log.tensorboard": True, **extra})
     result = train(cfg)
     assert result.step == 2 and all(np.isfinite(result.losses))
     rows = read_metrics(tmp_path / "run")

@@ -174,18 +174,25 @@ class LossConfig:
 
 @dataclass
 class DegradeConfig:
-    """Refiner inputs: the clip blurred, down-scaled, noised and up-scaled back (bilinear), one setting per clip."""
+    """Refiner inputs: the clip blurred, down-scaled, (optionally) round-tripped through the base stage's VAE, noised
+    and up-scaled back (bilinear), one setting per clip."""
 
     scale_min: float = 2.0  # down-scaling factor, uniform in [scale_min, scale_max]
     scale_max: float = 4.0
     blur_max: float = 1.5  # Gaussian blur sigma (pixels of the full-size clip), uniform in [0, blur_max]
     noise_max: float = 0.05  # Gaussian pixel noise std (frames in [-1, 1]), uniform in [0, noise_max]
+    # A model folder with vae/ (or a vae/ folder): the down-scaled frames go through this VAE (posterior mean, encode
+    # then decode), as the base stage's output went through its decoder. Use the base model's folder when the
+    # refiner's inputs come from it (docs/training.md, "The refiner's inputs"). None: no VAE.
+    vae: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.scale_min <= self.scale_max:
             raise InputError(f"degrade needs 1 <= scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
         if self.blur_max < 0 or self.noise_max < 0:
             raise InputError(f"degrade.blur_max and noise_max must be >= 0, got {self.blur_max}, {self.noise_max}")
+        if self.vae is not None and (not isinstance(self.vae, str) or not self.vae):
+            raise InputError(f"degrade.vae must name a model folder (or None), got {self.vae!r}")
 
 
 @dataclass

@@ -69,6 +69,7 @@ class Frozen:
     vae: VideoVAE
     text: TextEncoder
     image: ImageEncoder | None  # base stage only
+    degrade_vae: VideoVAE | None = None  # refiner stage with `degrade.vae`: the base stage's VAE
 
 
 @dataclass
@@ -267,7 +268,7 @@ def refine_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_te
     loss_cfg, vae_gen = cfg.loss, gen if cfg.model.sample_posterior else None
     with torch.no_grad():
         z0, _ = encode_clips(frozen, batch, vae_gen, device, cache)  # (B, 4, F, h, w): the clean, high-res target
-        low = degrade(batch["frames"].to(device), cfg.degrade, gen)  # (B, 3, F, H, W)
+        low = degrade(batch["frames"].to(device), cfg.degrade, gen, frozen.degrade_vae)  # (B, 3, F, H, W)
         z_low = encode_posterior_sample(frozen.vae, low, vae_gen)  # (B, 4, F, h, w)
         text = encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
         text, _ = drop_conditions(text, None, null_text, loss_cfg, gen)
@@ -328,11 +329,12 @@ def drop_conditions(text: Tensor, image: Tensor | None, null_text: Tensor, cfg: 
     return text, image
 
 
-def degrade(frames: Tensor, cfg: DegradeConfig, gen: torch.Generator) -> Tensor:
+def degrade(frames: Tensor, cfg: DegradeConfig, gen: torch.Generator, vae: VideoVAE | None = None) -> Tensor:
     """A lower-quality copy of each clip at the same size: Gaussian blur, bilinear down-scaling by a random factor,
-    Gaussian noise, bilinear up-scaling back (the base stage's output as the refiner sees it). One random setting per
-    clip, the same for all its frames. frames (B, 3, F, H, W) in [-1, 1] -> same shape, clamped to [-1, 1].
-    Runs in float32 outside autocast (antialiased resizing has no half-precision CPU kernel)."""
+    with `vae` a round trip through it (posterior mean), Gaussian noise, bilinear up-scaling back (the base stage's
+    output as the refiner sees it). One random setting per clip, the same for all its frames. frames (B, 3, F, H, W)
+    in [-1, 1] -> same shape, clamped to [-1, 1]. Runs in float32 outside autocast (antialiased resizing has no
+    half-precision CPU kernel)."""
     _, _, _, h, w = frames.shape
     out = []
     with torch.autocast(frames.device.type, enabled=False):
@@ -342,7 +344,14 @@ def degrade(frames: Tensor, cfg: DegradeConfig, gen: torch.Generator) -> Tensor:
             sigma, noise_std = u[1] * cfg.blur_max, u[2] * cfg.noise_max
             x = gaussian_blur(clip.transpose(0, 1).float(), sigma)  # (F, 3, H, W)
             small = (max(1, round(h / scale)), max(1, round(w / scale)))
+            if vae is not None:  # sizes the VAE maps back to themselves, as the base stage's are
+                f = vae.downscale
+                small = (max(f, round(small[0] / f) * f), max(f, round(small[1] / f) * f))
             x = F.interpolate(x, size=small, mode="bilinear", align_corners=False, antialias=True)
+            if vae is not None:
+                with torch.no_grad():
+                    z = vae.encode(x.transpose(0, 1)[None].to(vae.device, vae.dtype), sample=False)  # (1, 4, F, ...)
+                    x = vae.decode(z)[0].transpose(0, 1).float().to(frames.device)  # (F, 3, h, w)
             x = x + noise_std * torch.randn(x.shape, generator=gen).to(x.device)
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
             out.append(x.clamp(-1, 1).transpose(0, 1))  # (3, F, H, W)
@@ -379,8 +388,13 @@ def load_frozen(cfg: TrainConfig, device: torch.device) -> Frozen:
     vae = VideoVAE.from_model_folder(root).to(device)
     text = TextEncoder.from_model_folder(root).to(device)
     image = ImageEncoder.from_model_folder(root).to(device) if cfg.stage == "base" else None
+    degrade_vae = None
+    if cfg.stage == "refine" and cfg.degrade.vae is not None:
+        vae_root = resolve_model_path(cfg.degrade.vae, components=["vae"])
+        vae_dir = vae_root / "vae" if (vae_root / "vae").is_dir() else vae_root
+        degrade_vae = VideoVAE.from_pretrained(vae_dir).to(device).requires_grad_(False).eval()
     return Frozen(vae.requires_grad_(False).eval(), text.requires_grad_(False).eval(),
-                  None if image is None else image.requires_grad_(False).eval())
+                  None if image is None else image.requires_grad_(False).eval(), degrade_vae)
 
 
 def null_prompt(cfg: TrainConfig) -> str:
@@ -863,7 +877,8 @@ def write_sample(cfg: TrainConfig, step: int, net: UNet3D, frozen: Frozen, src: 
             from i2vgen.pipelines.refine import I2VGenRefinePipeline
 
             pipe = I2VGenRefinePipeline(net, frozen.vae, frozen.text, device=procs.device)
-            low = degrade(src["frames"][None], cfg.degrade, torch.Generator().manual_seed(cfg.seed))
+            low = degrade(src["frames"][None], cfg.degrade, torch.Generator().manual_seed(cfg.seed),
+                          frozen.degrade_vae)
             video = ((low + 1) / 2).clamp(0, 1)  # (1, 3, F, H, W) in [0, 1]
             frames = pipe(video, src["prompt"], negative_prompt=null_prompt(cfg), positive_suffix=caption_suffix(cfg),
                           width=d.width, height=d.height, strength=cfg.loss.t_max / 1000,
