@@ -17,6 +17,7 @@ from i2vgen.app.memory import MemoryError_, MemoryEstimate, estimate, model_geom
 from i2vgen.app.outputs import OutputError, check_output, clean_stale_temporaries, write_output
 from i2vgen.app.run import Cancelled, generate, load_generation_pipeline, prepare
 from i2vgen.app.settings import DeviceSettings, GenerationSettings, RefineSettings, parse_memory
+from i2vgen.diffusion.sampler_table import DEFAULT_SAMPLERS, default_steps
 from i2vgen.errors import CheckpointError, InputError
 from i2vgen.models.tiny import random_components, write_model_folder
 
@@ -56,6 +57,28 @@ def test_defaults_come_from_the_folder_then_the_reference():
     assert (refiner.width, refiner.height) == (64, 64) and refiner.strength != reference.STRENGTH
 
 
+def test_refiner_guidance_and_sampler_come_from_the_folder_then_the_reference():
+    """The refiner's guidance and sampler: explicit > the base folder's `refine_guidance_scale` / `refine_sampler`
+    (cascade) or the refiner folder's `guidance_scale` / `sampler` (refine alone) > the reference's 7.5 and
+    DPM-Solver++ 2M SDE; the guidance is recorded in the metadata when not the reference's."""
+    tiny = GenerationSettings.from_model_folder("tiny-shapes", prompt="p", refine=True)
+    assert tiny.refine_guidance == 1.0 and tiny.metadata()["refine"]["guidance"] == 1.0
+    assert tiny.refine_sampler == "dpmpp-2m" and tiny.metadata()["refine"]["sampler"] == "dpmpp-2m"
+    assert tiny.refine_steps == default_steps("dpmpp-2m", "refine")
+    alone = RefineSettings(model="tiny-shapes-refiner").resolved()
+    assert (alone.guidance, alone.sampler) == (1.0, "dpmpp-2m")
+    alone = RefineSettings(model="tiny-shapes-refiner", guidance=3.0, sampler="heun").resolved()
+    assert (alone.guidance, alone.sampler, alone.steps) == (3.0, "heun", default_steps("heun", "refine"))
+    explicit = GenerationSettings.from_model_folder("tiny-shapes", prompt="p", refine=True, refine_guidance=4.0,
+                                                    refine_sampler="dpmpp-2m-sde")
+    assert (explicit.refine_guidance, explicit.refine_sampler) == (4.0, "dpmpp-2m-sde")
+    real = GenerationSettings.from_model_folder("owner/not-downloaded", prompt="p", refine=True, refiner_model="r")
+    assert real.refine_guidance == reference.REFINE_GUIDANCE and "guidance" not in real.metadata()["refine"]
+    assert real.refine_sampler == DEFAULT_SAMPLERS["refine"]
+    real_alone = RefineSettings(model="owner/not-downloaded").resolved()
+    assert (real_alone.guidance, real_alone.sampler) == (reference.REFINE_GUIDANCE, DEFAULT_SAMPLERS["refine"])
+
+
 @pytest.mark.parametrize("change, needle", [
     ({"seed": 2**64}, "seed"), ({"seed": -1}, "seed"), ({"steps": 2000}, "steps"), ({"num_frames": 0}, "frames"),
     ({"num_frames": 100_000}, "frames"), ({"width": 100_000}, "width"), ({"height": 33}, "multiples of"),
@@ -63,6 +86,8 @@ def test_defaults_come_from_the_folder_then_the_reference():
     ({"prompt": "bad \udcff byte"}, "UTF-8"), ({"prompt": "  "}, "prompt"), ({"timestep_spacing": "x"}, "spacing"),
     ({"refine": True, "refiner_model": None}, "refiner"), ({"refine": True, "refiner_model": "r", "strength": 0.0},
                                                            "strength"),
+    ({"refine": True, "refiner_model": "r", "refine_guidance": -1.0}, "refine guidance"),
+    ({"refine": True, "refiner_model": "r", "refine_guidance": float("inf")}, "refine guidance"),
     ({"model": None}, "model"), ({"runtime": DeviceSettings(dtype="fp8")}, "dtype"),
 ])
 def test_bad_settings_are_refused_before_loading(change, needle, model_dir):
@@ -278,6 +303,24 @@ def test_generate_reports_steps_and_cancels_within_one_step(model_dir, picture):
     with pytest.raises(Cancelled, match="step 2 of 4"):
         generate(pipe, s, str(picture), on_step=on_step, cancel=cancel)
     assert steps == [1, 2]
+
+
+def test_the_cascade_refines_with_the_settings_refiner_guidance(picture):
+    """The refiner runs one conditional pass per step at the tiny folder's guidance 1.0 and a guided pair (one
+    batched forward of two) at the reference's 7.5."""
+    batches = {}
+    for guidance in (None, reference.REFINE_GUIDANCE):
+        s = prepare(GenerationSettings(prompt="a red circle moves left", model="tiny-shapes", refine=True, steps=2,
+                                       refine_steps=2, refine_guidance=guidance, seed=0), image=picture)
+        pipe = load_generation_pipeline(s)
+        seen = batches[s.refine_guidance] = []
+        hook = pipe.refiner.unet.register_forward_pre_hook(
+            lambda m, args, kw, seen=seen: seen.append(args[0].shape[0]), with_kwargs=True)
+        try:
+            generate(pipe, s, str(picture))
+        finally:
+            hook.remove()
+    assert batches == {1.0: [1, 1], reference.REFINE_GUIDANCE: [2, 2]}
 
 
 # ---- the Python API's one-line errors -----------------------------------------------------------------------------

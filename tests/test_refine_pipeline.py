@@ -154,7 +154,8 @@ def test_strength_maps_to_the_start_timestep(pipe):
     for bad in (0, -0.1, 1.01, 0.0005, float("nan")):
         with pytest.raises(InputError, match="strength"):
             strength_to_t_start(bad)
-    for strength, sampler, steps in [(0.6, "dpmpp-2m-sde", 3), (0.3, "heun", 2), (1.0, "dpmpp-2m-sde", 2)]:
+    for strength, sampler, steps in [(0.6, "dpmpp-2m-sde", 3), (0.3, "heun", 2), (1.0, "dpmpp-2m-sde", 2),
+                                     (0.2, "dpmpp-2m", 3)]:
         seen = []
         pipe(_frames(2), "p", width=W, height=H, strength=strength, sampler=sampler, num_inference_steps=steps,
              callback=lambda i, t, x0: seen.append(t), output_type="latent", generator=_gen())

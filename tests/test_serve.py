@@ -181,6 +181,10 @@ def bad_requests(client, service) -> list[tuple[str, object, int, str | None]]:
         ("model not served", post_job(client, {**QUICK, "model": "/etc"}, ok), 422, "model"),
         ("refine not a bool", post_job(client, {**QUICK, "refine": "yes"}, ok), 422, "refine"),
         ("strength 0", post_job(client, {**QUICK, "refine": True, "strength": 0}, ok), 422, "strength"),
+        ("negative refine guidance", post_job(client, {**QUICK, "refine": True, "refine_guidance": -1}, ok), 422,
+         "refine_guidance"),
+        ("unknown refine sampler", post_job(client, {**QUICK, "refine": True, "refine_sampler": "ddim"}, ok), 422,
+         "refine_sampler"),
         ("unknown job", client.get(f"/v1/jobs/{missing}"), 404, "id"),
         ("malformed job id", client.get("/v1/jobs/../../etc/passwd"), 404, None),
         ("video of an unknown job", client.get(f"/v1/jobs/{missing}/video"), 404, "id"),
@@ -211,6 +215,19 @@ def test_bad_requests_are_4xx_json_and_the_server_stays_healthy(served):
     assert client.get("/healthz").json()["ok"]
     r = post_job(client, QUICK, SAMPLE.read_bytes())  # and it still takes work
     assert wait_for(client, r.json()["id"])["state"] == "done"
+
+
+def test_the_api_fields_are_the_generate_flags():
+    """The job JSON takes `i2vgen generate`'s flags with '_' for '-' (README)."""
+    import argparse
+
+    from i2vgen.cli import build_parser
+    from i2vgen.serve.service import FIELDS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["generate"]
+    flags = {o for a in sub._actions for o in a.option_strings}
+    assert {"--" + k.replace("_", "-") for k in FIELDS} <= flags, sorted(
+        {"--" + k.replace("_", "-") for k in FIELDS} - flags)
 
 
 def test_token_gate_for_api_and_ui(tmp_path):

@@ -65,7 +65,7 @@ def run(out_dir: Path, seed: int = 0) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if trained:
             # the folders' suggestions, chosen on held-out clips (docs/tiny-shapes.md): size, guidance 2.0, the
-            # trailing grid, refiner strength 0.3
+            # trailing grid; the refiner's strength 0.1, guidance 1.0 and DPM-Solver++ 2M
             picture = sample_image()
             settings = {p: prepare(GenerationSettings(prompt=p, model="tiny-shapes", seed=seed, **FAST),
                                    image=picture)
@@ -75,7 +75,8 @@ def run(out_dir: Path, seed: int = 0) -> int:
             # the picture with each of the four prompts (same seed); the one of PROMPT also goes through the refiner
             tiles = [generate(base, settings[p], picture).frames for p in DIRECTION_PROMPTS]  # (F, H, W, 3) each
             rs = RefineSettings(model=s.refiner_model, prompt=PROMPT, width=s.refine_width, height=s.refine_height,
-                                strength=s.strength, steps=REFINE_STEPS, seed=seed).resolved()
+                                strength=s.strength, guidance=s.refine_guidance, sampler=s.refine_sampler,
+                                steps=REFINE_STEPS, seed=seed).resolved()
             refined = refine(load_refine_pipeline(rs), rs,
                              RefineInput(tiles[DIRECTION_PROMPTS.index(PROMPT)], s.fps, [], SAMPLE_IMAGE.name))
             frames = refined.frames
@@ -85,7 +86,7 @@ def run(out_dir: Path, seed: int = 0) -> int:
                              "guidance": s.guidance, "timestep_spacing": s.timestep_spacing,
                              "cfg_until": s.cfg_until, "cache_interval": s.cache_interval},
                     "refine": {"size": f"{rs.width}x{rs.height}", "sampler": rs.sampler, "steps": rs.steps,
-                               "strength": rs.strength}}
+                               "strength": rs.strength, "guidance": rs.guidance}}
             directions_meta = {**meta["base"], "prompts": list(DIRECTION_PROMPTS), "seed": seed,
                                "layout": "left to right: " + ", ".join(DIRECTION_PROMPTS) + " (2x nearest up-scaling)"}
         else:

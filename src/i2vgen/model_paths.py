@@ -60,18 +60,20 @@ def local_model_path(path_or_id: str | os.PathLike) -> Path:
 
 
 # Folder suggestions (`_i2vgen_defaults` in model_index.json) -> the settings they fill. Base folders say
-# `refine_strength` for the refiner they name; refiner folders say `strength` for themselves.
+# `refine_strength`, `refine_guidance_scale` and `refine_sampler` for the refiner they name; refiner folders say
+# `strength`, `guidance_scale` and `sampler` for themselves.
 _SUGGESTION_KEYS = {"num_frames": "num_frames", "width": "width", "height": "height", "target_fps": "fps",
                     "guidance_scale": "guidance", "refine_width": "refine_width", "refine_height": "refine_height",
-                    "refine_strength": "strength", "refiner": "refiner_model", "timestep_spacing": "timestep_spacing",
-                    "strength": "strength"}
+                    "refine_strength": "strength", "refine_guidance_scale": "refine_guidance",
+                    "refine_sampler": "refine_sampler", "refiner": "refiner_model",
+                    "timestep_spacing": "timestep_spacing", "strength": "strength", "sampler": "sampler"}
 
 
 def model_defaults(path_or_id: str | os.PathLike) -> dict[str, Any]:
     """Generation settings a local model folder suggests, as written: `_i2vgen_defaults` in its model_index.json
     (the tiny models write width, height, num_frames, target_fps, guidance_scale, refine_width, refine_height,
-    refine_strength or strength, refiner, timestep_spacing). {} for Hub ids, folders without them and unreadable
-    files (loading reports those)."""
+    refine_strength or strength, refine_guidance_scale or guidance_scale, refine_sampler or sampler, refiner,
+    timestep_spacing). {} for Hub ids, folders without them and unreadable files (loading reports those)."""
     try:
         index = json.loads((local_model_path(path_or_id) / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
@@ -82,7 +84,8 @@ def model_defaults(path_or_id: str | os.PathLike) -> dict[str, Any]:
 
 def suggested_settings(path_or_id: str | os.PathLike) -> dict[str, Any]:
     """`model_defaults` under the application layer's setting names (num_frames, width, height, fps, guidance,
-    strength, refine_width, refine_height, refiner_model, timestep_spacing); unknown keys are dropped."""
+    strength, refine_guidance, refine_sampler, refine_width, refine_height, refiner_model, timestep_spacing; refiner
+    folders: sampler); unknown keys are dropped."""
     return {_SUGGESTION_KEYS[k]: v for k, v in model_defaults(path_or_id).items() if k in _SUGGESTION_KEYS}
 
 

@@ -19,8 +19,8 @@ base stage's output is, by the base VAE's round trip, against bicubic up-scaling
 ablations zero a condition at inference in a model trained with it (see docs/tiny-shapes.md). `text-use` samples
 nothing: it asks whether the base UNet reads the direction word at all (`text_use`).
 
-Guidance and refiner strength default to the model folder's suggestions (`_i2vgen_defaults`), else the reference's
-9.0 and 0.6.
+Guidance, refiner strength, guidance and sampler default to the model folder's suggestions (`_i2vgen_defaults`),
+else the reference's 9.0, 0.6, 7.5 and DPM-Solver++ 2M SDE.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ def vae_round_trip(vae: Any, frames: np.ndarray) -> np.ndarray:
 
 
 def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
-                     start: int,
-                     guidance: float, strength: float, refine_steps: int | None,
-                     progress: Callable[[str], None], spacing: str | None = None) -> dict[str, Any]:
+                     start: int, guidance: float, strength: float, refine_guidance: float,
+                     refine_sampler: str, refine_steps: int | None, progress: Callable[[str], None],
+                     spacing: str | None = None) -> dict[str, Any]:
     """Rows (one per clip) and their means for one variant."""
     import torch
 
@@ -181,6 +181,7 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
         if name == "refine-gt" or spec.get("refine"):
             size = clip_hr.frames.shape[1]
             refined = refiner(video, clip.caption, width=size, height=size, strength=strength,
+                              guidance_scale=refine_guidance, sampler=refine_sampler,
                               num_inference_steps=refine_steps, generator=gen, output_type="np")[0]
             gain = ev.refinement_gain(video, refined, clip_hr.frames)
             row.update({k: gain[k] for k in ("psnr_refined", "psnr_bicubic", "psnr_gain_db", "ssim_gain")})
@@ -218,12 +219,13 @@ def summarise(name: str, rows: list[dict[str, Any]], seconds: float) -> dict[str
 def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shapes-refiner", *, n: int = 100,
                     start: int = 0,
                     variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0, guidance: float | None = None,
-                    strength: float | None = None, refine_steps: int | None = None, device: str = "cpu",
+                    strength: float | None = None, refine_guidance: float | None = None,
+                    refine_sampler: str | None = None, refine_steps: int | None = None, device: str = "cpu",
                     progress: Callable[[str], None] | None = None, spacing: str | None = None) -> dict[str, Any]:
     """Run `variants` on the first `n` held-out clips; -> {"settings", "variants": {name: {"summary", "rows"}}}.
-    `guidance`, `strength` (refiner) and `spacing` (the base stage's timestep grid) default as for `i2vgen generate`
-    (`GenerationSettings`: the model folder's suggestions, else the reference's values; a folder without a
-    `timestep_spacing` leaves each sampler its own)."""
+    `guidance`, `strength`, `refine_guidance` and `refine_sampler` (refiner) and `spacing` (the base stage's timestep
+    grid) default as for `i2vgen generate` (`GenerationSettings`: the model folder's suggestions, else the
+    reference's values; a folder without a `timestep_spacing` leaves each sampler its own)."""
     import torch
 
     from i2vgen.app.settings import GenerationSettings
@@ -236,6 +238,7 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
         raise InputError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     s = GenerationSettings.from_model_folder(model, refine=True, guidance=guidance, strength=strength,
+                                             refine_guidance=refine_guidance, refine_sampler=refine_sampler,
                                              timestep_spacing=spacing)
     size, size_hr, frames = s.width, s.refine_width, s.num_frames
     guidance, strength, spacing = s.guidance, s.strength, s.timestep_spacing
@@ -248,15 +251,19 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
     out: dict[str, Any] = {
         "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "start": start,
                      "heldout_seeds": [seeds[0], seeds[-1]],
-                     "seed": seed, "guidance": guidance, "strength": strength, "refine_steps": refine_steps,
+                     "seed": seed, "guidance": guidance, "strength": strength,
+                     "refine_guidance": s.refine_guidance, "refine_sampler": s.refine_sampler,
+                     "refine_steps": refine_steps,
                      "timestep_spacing": spacing,
                      "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "size": size, "refine_size": size_hr, "frames": frames},
         "variants": {}}
     for name in variants:
         out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, start=start,
-                                                 guidance=guidance,
-                                                 strength=strength, refine_steps=refine_steps, progress=progress,
+                                                 guidance=guidance, strength=strength,
+                                                 refine_guidance=s.refine_guidance,
+                                                 refine_sampler=s.refine_sampler, refine_steps=refine_steps,
+                                                 progress=progress,
                                                  spacing=spacing)
     return out
 
@@ -320,6 +327,11 @@ def combine_results(paths: list[str]) -> dict[str, Any]:
         v["rows"].sort(key=lambda r: r["seed"])
         v["summary"] = summarise(name, v["rows"], v.pop("seconds"))
     out["settings"]["n"] = max(v["summary"]["n"] for v in out["variants"].values())
+    every = [st for v in out["variants"].values() for st in v["settings"]]
+    if all("heldout_seeds" in st and "start" in st for st in every):  # the clips of all files, not the first's
+        out["settings"]["start"] = min(st["start"] for st in every)
+        out["settings"]["heldout_seeds"] = [min(st["heldout_seeds"][0] for st in every),
+                                            max(st["heldout_seeds"][1] for st in every)]
     return out
 
 
@@ -340,7 +352,11 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--guidance", type=float, default=None,
                    help="base guidance (default: the model's suggestion, 2.0 for tiny-shapes; else 9.0)")
     p.add_argument("--strength", type=float, default=None,
-                   help="refiner strength (default: the model's suggestion, 0.3 for tiny-shapes; else 0.6: t = 599)")
+                   help="refiner strength (default: the model's suggestion, 0.1 for tiny-shapes; else 0.6: t = 599)")
+    p.add_argument("--refine-guidance", type=float, default=None,
+                   help="refiner guidance (default: the model's suggestion, 1.0 for tiny-shapes; else 7.5)")
+    p.add_argument("--refine-sampler", default=None,
+                   help="refiner sampler (default: the model's suggestion, dpmpp-2m for tiny-shapes; else dpmpp-2m-sde)")
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--spacing", choices=("leading", "trailing", "linspace"), default=None,
                    help="the base stage's timestep grid (default: the model folder's suggestion, else the sampler's)")
@@ -376,7 +392,9 @@ def run_eval_shapes(args: argparse.Namespace) -> int:
         raise InputError(f"--start must be >= 0, got {args.start}")
     result = evaluate_shapes(args.model, args.refiner_model, n=args.n, start=args.start, variants=variants,
                              seed=args.seed,
-                             guidance=args.guidance, strength=args.strength, refine_steps=args.refine_steps,
+                             guidance=args.guidance, strength=args.strength,
+                             refine_guidance=args.refine_guidance, refine_sampler=args.refine_sampler,
+                             refine_steps=args.refine_steps,
                              device=args.device, spacing=args.spacing)
     table = markdown_table(result)
     if args.output:

@@ -163,7 +163,8 @@ def plan_generate(s: GenerationSettings) -> Plan:
         base = estimate(geo, frames=frames, width=w, height=h, cfg=s.guidance != 1, **kw)
         if rgeo is None:
             return base
-        ref = estimate(rgeo, frames=min(frames, 32), width=s.refine_width, height=s.refine_height, **kw)
+        ref = estimate(rgeo, frames=min(frames, 32), width=s.refine_width, height=s.refine_height,
+                       cfg=s.refine_guidance != 1, **kw)
         if on_cpu:  # both stages' weights stay in host memory
             both = base.weights + ref.weights
             base, ref = dataclasses.replace(base, weights=both), dataclasses.replace(ref, weights=both)
@@ -238,7 +239,7 @@ def generate(pipe: Any, s: GenerationSettings, image: Any, *, on_step: StepFn | 
     base_kw.update(decode_chunk_size=vae_kw["decode_chunk_size"], vae_tile=vae_kw["vae_tile"])
     if s.refine:
         refine_kw = {"num_inference_steps": s.refine_steps, "sampler": s.refine_sampler,
-                     "sequential_cfg": s.runtime.sequential_cfg,
+                     "guidance_scale": s.refine_guidance, "sequential_cfg": s.runtime.sequential_cfg,
                      "callback": _callback("refine", s.refine_steps, on_step, cancel), **vae_kw}
         frames = pipe(image, s.prompt, num_frames=s.num_frames, width=s.width, height=s.height,
                       refine_width=s.refine_width, refine_height=s.refine_height, strength=s.strength,
@@ -313,7 +314,7 @@ def plan_refine(s: RefineSettings, frames: int, input_pixels: int) -> Plan:
     def need(window: int = min(frames, s.window or frames), *, dtype: str = r.dtype, sequential_cfg: bool = True,
              offload: bool = True, decode_frames: int = 1, tile: int | None = VAE_TILE) -> MemoryEstimate:
         e = estimate(geo, frames=window, width=s.width, height=s.height, dtype=dtype, offload=offload and not on_cpu,
-                     sequential_cfg=sequential_cfg, decode_frames=decode_frames, tile=tile)
+                     cfg=s.guidance != 1, sequential_cfg=sequential_cfg, decode_frames=decode_frames, tile=tile)
         return dataclasses.replace(e, video=e.video + held)
 
     def hints() -> list[str]:

@@ -75,8 +75,9 @@ class GenerationSettings:
     refine_width: int | None = None
     refine_height: int | None = None
     strength: float | None = None
+    refine_guidance: float | None = None  # the refiner's guidance (the reference's 7.5 unless the folder suggests)
     refine_steps: int | None = None
-    refine_sampler: str = DEFAULT_SAMPLERS["refine"]
+    refine_sampler: str | None = None  # None: the folder's suggestion, else the reference's DPM-Solver++ 2M SDE
     # speed (issue 13; docs/benchmarks.md "Fewer UNet calls"): guide the first `cfg_until` share of the steps only;
     # step caching every `cache_interval` steps over the outer `cache_depth` levels (1: off). `FAST` sets them.
     cfg_until: float = 1.0
@@ -101,12 +102,15 @@ class GenerationSettings:
         fallback = {"num_frames": reference.NUM_FRAMES, "width": base_w, "height": base_h,
                     "fps": reference.TARGET_FPS, "guidance": reference.GUIDANCE,
                     "refine_width": reference.REFINE_WIDTH, "refine_height": reference.REFINE_HEIGHT,
-                    "strength": reference.STRENGTH, "refiner_model": None, "timestep_spacing": None}
+                    "strength": reference.STRENGTH, "refine_guidance": reference.REFINE_GUIDANCE,
+                    "refiner_model": None, "timestep_spacing": None}
         for name, value in fallback.items():
             if getattr(s, name) is None:
                 setattr(s, name, sug.get(name, value))
         if s.negative_prompt is None:
             s.negative_prompt = reference.NEGATIVE_PROMPT
+        if s.refine_sampler is None:
+            s.refine_sampler = sug.get("refine_sampler", DEFAULT_SAMPLERS["refine"])
         if s.steps is None and s.sampler in sampler_names("base"):
             s.steps = default_steps(s.sampler, "base")
         if s.refine_steps is None and s.refine_sampler in sampler_names("refine"):
@@ -140,6 +144,7 @@ class GenerationSettings:
             check_model_name(self.refiner_model, "refiner model")
             check_size(self.refine_width, self.refine_height, "refine ")
             check_strength(self.strength)
+            check_number(self.refine_guidance, "refine guidance", 0, 100)
             check_choice(self.refine_sampler, "refine sampler", sampler_names("refine"))
             check_int(self.refine_steps, "refine steps", 1, MAX_STEPS)
         check_runtime(self.runtime)
@@ -158,6 +163,8 @@ class GenerationSettings:
                         refine={"model": str(self.refiner_model), "unet": self.refiner_unet,
                                 "strength": self.strength, "t_start": strength_to_t_start(self.strength),
                                 "steps": self.refine_steps, "sampler": self.refine_sampler})
+            if self.refine_guidance != reference.REFINE_GUIDANCE:  # recorded when not the reference's (resume keys)
+                meta["refine"]["guidance"] = self.refine_guidance
         return meta
 
     def output_key(self) -> dict[str, Any]:
@@ -181,9 +188,9 @@ class RefineSettings:
     width: int | None = None
     height: int | None = None
     strength: float | None = None
-    sampler: str = DEFAULT_SAMPLERS["refine"]
+    sampler: str | None = None  # None: the folder's suggestion, else the reference's DPM-Solver++ 2M SDE
     steps: int | None = None
-    guidance: float = reference.REFINE_GUIDANCE
+    guidance: float | None = None
     guidance_rescale: float = reference.REFINE_GUIDANCE_RESCALE
     window: int = 32  # frames per temporal window; 0: all at once
     overlap: int | None = None  # None: window // 4
@@ -199,6 +206,8 @@ class RefineSettings:
         s.width = sug.get("width", reference.REFINE_WIDTH) if s.width is None else s.width
         s.height = sug.get("height", reference.REFINE_HEIGHT) if s.height is None else s.height
         s.strength = sug.get("strength", reference.STRENGTH) if s.strength is None else s.strength
+        s.guidance = sug.get("guidance", reference.REFINE_GUIDANCE) if s.guidance is None else s.guidance
+        s.sampler = sug.get("sampler", DEFAULT_SAMPLERS["refine"]) if s.sampler is None else s.sampler
         if s.negative_prompt is None:
             s.negative_prompt = reference.REFINE_NEGATIVE_PROMPT
         if s.steps is None and s.sampler in sampler_names("refine"):

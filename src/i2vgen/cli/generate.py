@@ -85,7 +85,12 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--strength", type=float, default=None,
                    help="how much the refiner re-generates: it noises to t = round(1000 * strength) - 1 "
                         f"(default {reference.STRENGTH}: the reference; a tiny model's own suggestion)")
-    r.add_argument("--refine-steps", type=int, default=None, help="refiner steps (default 30, DPM-Solver++ 2M SDE)")
+    r.add_argument("--refine-guidance", type=float, default=None,
+                   help=f"the refiner's classifier-free guidance (default {reference.REFINE_GUIDANCE}: the reference; "
+                        "a tiny model's own suggestion; 1 runs no unconditional pass)")
+    r.add_argument("--refine-sampler", default=None, choices=sampler_names("refine"),
+                   help="the refiner's sampler (default dpmpp-2m-sde, the reference; a tiny model's own suggestion)")
+    r.add_argument("--refine-steps", type=int, default=None, help="refiner steps (default: the sampler's, 30)")
     add_device_args(p, "one component on the device at a time (default with --refine: one stage at a time)")
     p.set_defaults(func=run_generate)
 
@@ -104,8 +109,8 @@ def settings_from_args(args: argparse.Namespace, prompt: str, seed: int | None):
         width=args.width, height=args.height, guidance=args.guidance,
         timestep_spacing=args.timestep_spacing, seed=seed, fps=args.fps, save_fps=args.save_fps, refine=args.refine,
         refiner_model=args.refiner_model, refiner_unet=args.refiner_unet, refine_width=args.refine_width,
-        refine_height=args.refine_height, strength=args.strength, refine_steps=args.refine_steps,
-        runtime=device_settings(args), **speed)
+        refine_height=args.refine_height, strength=args.strength, refine_guidance=args.refine_guidance,
+        refine_sampler=args.refine_sampler, refine_steps=args.refine_steps, runtime=device_settings(args), **speed)
 
 
 @dataclass

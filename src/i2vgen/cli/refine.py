@@ -35,9 +35,12 @@ def add_refine(sub: argparse._SubParsersAction) -> None:
                    help="how much is re-generated: noise to t = round(1000 * strength) - 1 (default "
                         f"{reference.STRENGTH}, the reference, or a tiny model's own suggestion; lower keeps more of "
                         f"the input)")
-    p.add_argument("--sampler", default="dpmpp-2m-sde", choices=sampler_names("refine"))
+    p.add_argument("--sampler", default=None, choices=sampler_names("refine"),
+                   help="default dpmpp-2m-sde (the reference), or a tiny model's own suggestion")
     p.add_argument("--steps", type=int, default=None, help="default: the sampler's (30 for dpmpp-2m-sde)")
-    p.add_argument("--guidance", type=float, default=reference.REFINE_GUIDANCE)
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance (default {reference.REFINE_GUIDANCE}, the reference, or a tiny "
+                        "model's own suggestion; 1 runs no unconditional pass)")
     p.add_argument("--guidance-rescale", type=float, default=reference.REFINE_GUIDANCE_RESCALE)
     p.add_argument("--negative-prompt", default=None, help="default: the reference's negative prompt")
     p.add_argument("--no-suffix", action="store_true", help="do not append the reference's positive suffix")

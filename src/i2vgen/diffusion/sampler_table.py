@@ -41,7 +41,7 @@ class SamplerInfo:
 TABLE: dict[str, SamplerInfo] = {s.name: s for s in (
     SamplerInfo(name="ddim", function="sample_ddim", default_steps={"base": 50}, spacing="leading", takes_eta=True,
                 summary="DDIM, the reference (50 steps, 981 ... 1); eta > 0 adds noise"),
-    SamplerInfo(name="dpmpp-2m", function="sample_dpmpp_2m", default_steps={"base": 25},
+    SamplerInfo(name="dpmpp-2m", function="sample_dpmpp_2m", default_steps={"base": 25, "refine": 30},
                 summary="DPM-Solver++(2M), deterministic"),
     SamplerInfo(name="dpmpp-2m-sde", function="sample_dpmpp_2m_sde", default_steps={"base": 25, "refine": 30},
                 stochastic=True, discard_penultimate=True,

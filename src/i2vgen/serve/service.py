@@ -32,8 +32,9 @@ FIELDS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "model": "mo
           "width": "width", "height": "height", "steps": "steps", "guidance": "guidance", "sampler": "sampler",
           "timestep_spacing": "timestep_spacing", "seed": "seed", "fps": "fps", "save_fps": "save_fps",
           "refine": "refine", "refiner_model": "refiner_model", "refine_width": "refine_width",
-          "refine_height": "refine_height", "strength": "strength", "refine_steps": "refine_steps",
-          "cfg_until": "cfg_until", "cache_interval": "cache_interval", "cache_depth": "cache_depth"}
+          "refine_height": "refine_height", "strength": "strength", "refine_guidance": "refine_guidance",
+          "refine_sampler": "refine_sampler", "refine_steps": "refine_steps", "cfg_until": "cfg_until",
+          "cache_interval": "cache_interval", "cache_depth": "cache_depth"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -256,9 +257,9 @@ _NAMES = {"prompt": "prompt", "negative prompt": "negative_prompt", "model": "mo
           "width": "width", "height": "height", "sampler": "sampler", "steps": "steps", "guidance": "guidance",
           "timestep spacing": "timestep_spacing", "seed": "seed", "fps": "fps", "save fps": "save_fps",
           "refinement": "refiner_model", "refiner model": "refiner_model", "refine width": "refine_width",
-          "refine height": "refine_height", "strength": "strength", "refine steps": "refine_steps",
-          "refine sampler": "refine_sampler", "image": "image", "cfg until": "cfg_until",
-          "cache interval": "cache_interval", "cache depth": "cache_depth"}
+          "refine height": "refine_height", "strength": "strength", "refine guidance": "refine_guidance",
+          "refine steps": "refine_steps", "refine sampler": "refine_sampler", "image": "image",
+          "cfg until": "cfg_until", "cache interval": "cache_interval", "cache depth": "cache_depth"}
 _NAME_RE = re.compile(r"^(?:unknown |an? |the )?(" + "|".join(sorted(map(re.escape, _NAMES), key=len, reverse=True))
                       + r")\b")
 
