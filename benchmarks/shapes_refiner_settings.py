@@ -7,7 +7,9 @@ The base stage animates the first `--n` held-out clips (DPM-Solver++ 2M, 25 trai
 clip index); each refiner setting refines the same base outputs to 64x64 (the refine pipeline's default sampler,
 DPM-Solver++ 2M SDE, 30 steps) and `i2vgen.eval.refinement_gain` compares it and the bicubic up-scaling of the base
 output with the true 64x64 clip. `--old-refiner` adds a refiner folder sampled its own way (e.g. the previous
-shipped one). docs/tiny-shapes.md, section 7.
+shipped one). docs/tiny-shapes.md, section 7. `--compare REFINER...` instead runs each refiner folder at guidance
+1.0 with both DPM-Solver++ 2M samplers at `--strengths` (0: its VAE's round trip of the input alone), on the base
+outputs and on the true 32 px clips degraded by the base VAE (section 8).
 """
 
 from __future__ import annotations
@@ -33,20 +35,21 @@ def main() -> int:
     p.add_argument("--old-refiner", default=None)
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--sweep", action="store_true", help="strength x steps on base-VAE-degraded true clips")
+    p.add_argument("--compare", nargs="+", default=None, metavar="REFINER",
+                   help="refiner folders x --strengths x sampler, guidance 1.0, on the cascade's outputs and on "
+                        "base-VAE-degraded true clips")
+    p.add_argument("--strengths", default="0,0.1,0.2,0.3",
+                   help="--compare's strengths (0: the refiner VAE's round trip of the up-scaled input alone)")
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.sweep:
         return sweep(args)
     base = I2VGenPipeline.from_pretrained(args.base)
+    clips = cascade_inputs(base, args.n)
+    if args.compare:
+        return compare(args, base, clips)
     refiner = I2VGenRefinePipeline.from_pretrained(args.refiner)
-    clips = []
-    for i, seed in enumerate(split_seeds("heldout", args.n)):
-        lo, hi = make_clip(seed, size=32, num_frames=8), make_clip(seed, size=64, num_frames=8)
-        video = base(lo.first_frame, lo.caption, num_frames=8, height=32, width=32, target_fps=8,
-                     num_inference_steps=25, guidance_scale=2.0, sampler="dpmpp-2m", timestep_spacing="trailing",
-                     generator=torch.Generator().manual_seed(i), output_type="np")[0]
-        clips.append((lo, hi, video))
     settings = {"guidance 7.5 (the reference's), strength 0.3": (refiner, {}),
                 "guidance 1.0, strength 0.3": (refiner, {"guidance_scale": 1.0}),
                 "guidance 1.0, strength 0.2": (refiner, {"guidance_scale": 1.0, "strength": 0.2}),
@@ -64,6 +67,48 @@ def main() -> int:
         rows.append(report({"setting": name, "conventions": str(pipe.conventions)}, gains))
     if args.output:
         Path(args.output).write_text(json.dumps({"n": args.n, "base": args.base, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def cascade_inputs(base: I2VGenPipeline, n: int) -> list[tuple]:
+    """(32 px clip, 64 px clip, the base stage's video of it) for the first `n` held-out clips."""
+    clips = []
+    for i, seed in enumerate(split_seeds("heldout", n)):
+        lo, hi = make_clip(seed, size=32, num_frames=8), make_clip(seed, size=64, num_frames=8)
+        video = base(lo.first_frame, lo.caption, num_frames=8, height=32, width=32, target_fps=8,
+                     num_inference_steps=25, guidance_scale=2.0, sampler="dpmpp-2m", timestep_spacing="trailing",
+                     generator=torch.Generator().manual_seed(i), output_type="np")[0]
+        clips.append((lo, hi, video))
+    return clips
+
+
+def compare(args: argparse.Namespace, base: I2VGenPipeline, clips: list[tuple]) -> int:
+    from i2vgen.shapes_eval import vae_round_trip
+
+    strengths = [float(s) for s in args.strengths.split(",")]
+    inputs = {"cascade": [video for _, _, video in clips],
+              "degraded-true": [vae_round_trip(base.vae, lo.frames) for lo, _, _ in clips]}
+    rows = []
+    for folder in args.compare:
+        refiner = I2VGenRefinePipeline.from_pretrained(folder)
+        for kind, videos in inputs.items():
+            if 0 in strengths:  # the refiner VAE's round trip of the bicubic-up-scaled input (the pipeline's is bilinear)
+                ups = [np.round(ev.resize_like_refiner(x, (64, 64)) * 255).astype(np.uint8) for x in videos]
+                gains = [ev.refinement_gain(x, vae_round_trip(refiner.vae, up), hi.frames)
+                         for (_, hi, _), x, up in zip(clips, videos, ups)]
+                rows.append(report({"refiner": folder, "input": kind, "sampler": None, "strength": 0.0}, gains))
+            for sampler in ("dpmpp-2m-sde", "dpmpp-2m"):
+                for strength in (s for s in strengths if s > 0):
+                    gains = [ev.refinement_gain(x, refiner(x, lo.caption, width=64, height=64, strength=strength,
+                                                           guidance_scale=1.0, sampler=sampler,
+                                                           generator=torch.Generator().manual_seed(i),
+                                                           output_type="np")[0], hi.frames)
+                             for i, ((lo, hi, _), x) in enumerate(zip(clips, videos))]
+                    rows.append(report({"refiner": folder, "input": kind, "sampler": sampler,
+                                        "strength": strength}, gains))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"n": args.n, "base": args.base, "guidance": 1.0, "rows": rows},
+                                                indent=1) + "\n")
     return 0
 
 

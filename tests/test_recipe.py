@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+import yaml
 from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw
 
@@ -14,7 +15,14 @@ from i2vgen.cli import main
 from i2vgen.errors import InputError
 from i2vgen.models.encoders import learn_word_merges, write_word_clip_tokenizer
 from i2vgen.models.vae import REFERENCE_SCALING_FACTOR, tiny_vae_config
-from i2vgen.train.recipe import normalise_latent_scale, shapes_vocabulary
+from i2vgen.train.recipe import (
+    TINY_GUIDANCE,
+    TINY_REFINE_GUIDANCE,
+    TINY_REFINE_SAMPLER,
+    TINY_REFINE_STRENGTH,
+    normalise_latent_scale,
+    shapes_vocabulary,
+)
 
 
 def test_word_tokenizer_keeps_every_vocabulary_word_whole(tmp_path):
@@ -87,6 +95,10 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert index["_i2vgen_recipe"]["recipe"]["base"]["steps"] == 3
     refiner_index = json.loads((refiner_dir / "model_index.json").read_text())
     assert refiner_index["_i2vgen_defaults"]["modelscope_start"] is False  # trained with textbook SDEdit
+    assert refiner_index["_i2vgen_defaults"]["sampler"] == index["_i2vgen_defaults"]["refine_sampler"]
+    # the refiner's inputs were degraded through the base stage's VAE (`refine_base_vae`)
+    refine_cfg = yaml.safe_load((smoke_models / "refine" / "config.yaml").read_text())
+    assert refine_cfg["degrade"]["vae"] == str(smoke_models / "components-base")
     timings = json.loads((smoke_models / "timings.json").read_text())
     assert set(timings) == {"components", "base_components", "t2i", "curriculum-0", "curriculum-1", "base", "refine",
                             "export"}
@@ -126,20 +138,23 @@ def test_generate_uses_the_model_folder_defaults_on_a_users_drawing(smoke_models
     meta = json.loads((tmp_path / "out.gif.json").read_text())
     assert (meta["base_width"], meta["base_height"], meta["width"], meta["height"]) == (32, 32, 64, 64)
     assert meta["fps_condition"] == 8 and meta["frames"] == 4  # the smoke recipe's 4-frame clips
-    # guidance and refiner strength: the folder's suggestions (chosen on held-out clips) unless a flag says otherwise
-    assert (meta["guidance"], meta["refine"]["strength"]) == (2.0, 0.3)
+    # guidance and the refiner's strength, guidance and sampler: the folder's suggestions (chosen on held-out clips)
+    # unless a flag says otherwise
+    assert (meta["guidance"], meta["refine"]["strength"]) == (TINY_GUIDANCE, TINY_REFINE_STRENGTH)
+    assert (meta["refine"]["guidance"], meta["refine"]["sampler"]) == (TINY_REFINE_GUIDANCE, TINY_REFINE_SAMPLER)
     with Image.open(out) as im:
         assert im.size == (64, 64) and im.n_frames == 4
     assert main(["generate", "--model", str(smoke_models / "tiny-shapes"), "--image", str(tmp_path / "my_shapes.png"),
                  "--prompt", "a blue square moves up", "--output", str(tmp_path / "g9.gif"), "--steps", "1",
                  "--seed", "1", "--quiet", "--guidance", "9"]) == 0
     assert json.loads((tmp_path / "g9.gif.json").read_text())["guidance"] == 9.0
-    # `i2vgen refine` on the refiner folder alone takes its suggested strength too
+    # `i2vgen refine` on the refiner folder alone takes its suggested strength, guidance and sampler too
     assert main(["refine", "--model", str(smoke_models / "tiny-shapes-refiner"), "--video", str(tmp_path / "g9.gif"),
                  "--prompt", "a blue square moves up", "--output", str(tmp_path / "r.gif"), "--steps", "2",
                  "--seed", "0", "--quiet"]) == 0
     meta = json.loads((tmp_path / "r.gif.json").read_text())
-    assert meta["strength"] == 0.3 and (meta["width"], meta["height"]) == (64, 64)
+    assert meta["strength"] == TINY_REFINE_STRENGTH and (meta["width"], meta["height"]) == (64, 64)
+    assert (meta["guidance"], meta["sampler"]) == (TINY_REFINE_GUIDANCE, TINY_REFINE_SAMPLER)
 
 
 def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
@@ -167,8 +182,9 @@ def test_eval_shapes_table_and_bad_variant(smoke_models, tmp_path, capsys):
                      "--variants", "no-clip", "--output", str(path)]) == 0
     combined = tmp_path / "combined.json"
     assert main(["eval-shapes", "--combine", *map(str, halves), "--output", str(combined)]) == 0
-    rows = json.loads(combined.read_text())["variants"]["no-clip"]["rows"]
-    assert rows == result["variants"]["no-clip"]["rows"]
+    both = json.loads(combined.read_text())
+    assert both["variants"]["no-clip"]["rows"] == result["variants"]["no-clip"]["rows"]
+    assert both["settings"]["heldout_seeds"] == result["settings"]["heldout_seeds"]  # all clips, not the first file's
     assert main(["eval-shapes", "--combine", str(halves[0]), str(halves[0])]) == 1  # the same clips twice
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from i2vgen.serve.api import TOKEN_COOKIE, create_app
 from i2vgen.serve.service import JobService, ServeConfig
 from i2vgen.serve.store import MAX_ATTEMPTS, JobStore
+from i2vgen.train.recipe import TINY_GUIDANCE, TINY_REFINE_STRENGTH
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "i2vgen" / "assets" / "samples" / "red-circle.png"
 QUICK = {"prompt": "a red circle moves right", "frames": 4, "steps": 3, "sampler": "dpmpp-2m"}
@@ -423,7 +424,8 @@ def test_ui_handlers_without_a_browser(served, tmp_path):
 
     service, _ = served
     h = UiHandlers(service)
-    assert h.defaults("tiny-shapes") == {"frames": 8, "width": 32, "height": 32, "guidance": 2.0, "strength": 0.3}
+    assert h.defaults("tiny-shapes") == {"frames": 8, "width": 32, "height": 32, "guidance": TINY_GUIDANCE,
+                                         "strength": TINY_REFINE_STRENGTH}
     picture = tmp_path / "in.png"
     picture.write_bytes(SAMPLE.read_bytes())
     job = h.submit(str(picture), "a red circle moves up", "", "tiny-shapes", "dpmpp-2m", 3.0, 2.0, "", 4.0, 32.0,

@@ -49,8 +49,11 @@ from i2vgen.train.data import SampleDataset
 
 Log = Callable[[str], None]
 
-TINY_GUIDANCE = 2.0  # the exported folders' suggested base guidance and refiner strength (see model_defaults)
-TINY_REFINE_STRENGTH = 0.3
+# The exported folders' suggested base guidance, and the refiner's strength, guidance and sampler (model_defaults)
+TINY_GUIDANCE = 2.0
+TINY_REFINE_STRENGTH = 0.1
+TINY_REFINE_GUIDANCE = 1.0
+TINY_REFINE_SAMPLER = "dpmpp-2m"
 # ... and sampling grid: trailing starts at t = 999, pure noise, where the trained model reads the direction from the
 # text (the leading grid's first step, 981 for DDIM 50, is where it expects to read it from x_t; docs/tiny-shapes.md)
 TINY_SPACING = "trailing"
@@ -122,6 +125,9 @@ class RecipeConfig:
         "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
         extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
                "degrade.blur_max": 1.0, "degrade.noise_max": 0.03}))
+    # The refiner's degraded inputs go through the base stage's VAE (`degrade.vae`: the base components' folder),
+    # as the base stage's outputs do.
+    refine_base_vae: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,9 +161,10 @@ def _text() -> RecipeConfig:
     these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle
     frames sit in time: `benchmarks/shapes_frame_order.py`).
 
-    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 106 minutes as measured
-    on this project's 2-core machine with other jobs beside the two-shape stages, about 88 unloaded; direction
-    accuracy on held-out one-shape clips 100 %, per shape of two 59 % (docs/tiny-shapes.md, sections 6 and 7)."""
+    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 108 minutes as measured
+    on this project's 2-core machine with other jobs beside the two-shape stages (the refiner alone: 502 s), about
+    90 unloaded; direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %; the refiner -0.39 dB /
+    +0.007 SSIM against bicubic on the cascade's outputs (docs/tiny-shapes.md, sections 6 to 8)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
@@ -168,8 +175,12 @@ def _text() -> RecipeConfig:
     cfg.base = StageRecipe("tiny-shapes", steps=1800, batch=2, lr=1e-3, extra={
         "loss.t_top_share": 0.5, "loss.t_top_min": 950, "model.sample_posterior": False})
     # the refiner VAE's posterior noise (variance 1.11 in scaled latents) exceeds its means' spread (1.01): trained
-    # on samples the refiner's loss stays at 1.2, on means it falls to 0.11 (docs/tiny-shapes.md, section 7)
-    cfg.refine = dataclasses.replace(cfg.refine, extra={**cfg.refine.extra, "model.sample_posterior": False})
+    # on samples the refiner's loss stays at 1.2, on means it falls to 0.11 (docs/tiny-shapes.md, section 7); it
+    # refines from low noise (t < 300, the degraded source from t = 100) inputs degraded through the base VAE, as
+    # the base stage's outputs are (section 8)
+    cfg.refine = dataclasses.replace(cfg.refine, extra={**cfg.refine.extra, "model.sample_posterior": False,
+                                                        "loss.t_max": 300, "loss.degraded_min_t": 100})
+    cfg.refine_base_vae = True
     return cfg
 
 
@@ -184,6 +195,7 @@ def _smoke() -> RecipeConfig:
                       for st in _text().curriculum[:2]]
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
+    cfg.refine_base_vae = True
     return cfg
 
 
@@ -339,8 +351,11 @@ def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: L
 
 
 # =============================================================================================== UNets
-def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  # noqa: ANN201
-    """The `TrainConfig` of the t2i, curriculum-<i>, base or refine stage (t2i: the base UNet on one-frame clips)."""
+def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path,  # noqa: ANN201
+                 base_components: Path | None = None):
+    """The `TrainConfig` of the t2i, curriculum-<i>, base or refine stage (t2i: the base UNet on one-frame clips);
+    `base_components`: the base stage's components folder, whose VAE degrades the refiner's inputs when the recipe
+    says so (`refine_base_vae`)."""
     s = stage_recipe(cfg, stage)
     size = cfg.refine_size if stage == "refine" else cfg.base_size
     changes: dict[str, Any] = {
@@ -355,6 +370,8 @@ def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path):  #
     }
     if stage == "refine":
         changes.setdefault("loss.t_max", 600)  # the reference's SDEdit range unless the stage says otherwise
+        if cfg.refine_base_vae and base_components is not None:
+            changes["degrade.vae"] = str(base_components)
     return preset("tiny").replace(**changes)
 
 
@@ -381,13 +398,14 @@ def stage_recipe(cfg: RecipeConfig, stage: str) -> StageRecipe:
 
 
 def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log: Log,
-                init: Path | None = None, spatial_only: bool = True) -> Path:
+                init: Path | None = None, spatial_only: bool = True, base_components: Path | None = None) -> Path:
     """Train (or resume, or skip when finished) one UNet, starting from the UNet folder `init` if given: its spatial
-    layers (`model.sd_init`) or, with `spatial_only=False`, all of it (`model.unet`); -> its final checkpoint."""
+    layers (`model.sd_init`) or, with `spatial_only=False`, all of it (`model.unet`); -> its final checkpoint.
+    `base_components`: see `stage_config`."""
     from i2vgen.train import checkpoint as ckpt_io
     from i2vgen.train.trainer import train
 
-    tcfg = stage_config(cfg, stage, components, out)
+    tcfg = stage_config(cfg, stage, components, out, base_components)
     if init is not None:
         tcfg = tcfg.replace(**{"model.sd_init" if spatial_only else "model.unet": str(init)})
     final = ckpt_io.checkpoint_dir(out, tcfg.max_steps)
@@ -405,12 +423,15 @@ def train_stage(cfg: RecipeConfig, stage: str, components: Path, out: Path, log:
 # =============================================================================================== export
 def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     """Generation settings a model folder suggests (`_i2vgen_defaults` in model_index.json; the CLI, the demo and
-    eval-shapes use them when a flag is not given). Guidance 2.0 and refiner strength 0.3 were chosen on held-out
-    clips 100-149 (docs/tiny-shapes.md): the reference's 9.0 and 0.6 cost this model 0.65 dB of first-frame PSNR
-    and 2 dB of refinement gain."""
+    eval-shapes use them when a flag is not given). Guidance 2.0 was chosen on held-out clips 100-149
+    (docs/tiny-shapes.md): the reference's 9.0 costs this model 0.65 dB of first-frame PSNR. The refiner's strength
+    0.1, guidance 1.0 (no unconditional pass) and deterministic DPM-Solver++ 2M: the best of strength 0.1 / 0.2 / 0.3
+    and both samplers on 12 held-out clips (benchmarks/shapes_refiner_settings.py --compare; the reference's 7.5
+    cost the previous refiner 2.5 dB; docs/tiny-shapes.md, sections 7 and 8)."""
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
-            "refine_strength": TINY_REFINE_STRENGTH, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING,
+            "refine_strength": TINY_REFINE_STRENGTH, "refine_guidance_scale": TINY_REFINE_GUIDANCE,
+            "refine_sampler": TINY_REFINE_SAMPLER, "refiner": "tiny-shapes-refiner", "timestep_spacing": TINY_SPACING,
             # how the UNets were trained (`pipelines.common.ModelConventions`): on posterior means or samples (as
             # the stages' own TrainConfigs say), and the refiner with textbook SDEdit
             "sample_posterior": _trained_on_samples(cfg, "base"),
@@ -524,7 +545,8 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
         init, spatial_only = stage_weights(timed(name, stage)), False
     base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log, init,
                                                   spatial_only))
-    refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log))
+    refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log,
+                                                      base_components=base_components))
     notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
              "torch": torch.__version__, "threads": torch.get_num_threads()}
     folders = timed("export", lambda: export(cfg, components, base_components, base_ckpt, refine_ckpt,
