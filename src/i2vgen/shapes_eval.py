@@ -137,11 +137,11 @@ def vae_round_trip(vae: Any, frames: np.ndarray) -> np.ndarray:
     return out if frames.ndim == 4 else out[0]
 
 
-def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, *, seed: int,
-                     start: int, guidance: float, strength: float, refine_guidance: float,
-                     refine_sampler: str, refine_steps: int | None, progress: Callable[[str], None],
-                     spacing: str | None = None) -> dict[str, Any]:
-    """Rows (one per clip) and their means for one variant."""
+def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any, refiner: Any, settings: Any, *,
+                     seed: int, start: int, refine_steps: int | None,
+                     progress: Callable[[str], None]) -> dict[str, Any]:
+    """Rows (one per clip) and their means for one variant; `settings`: the resolved `GenerationSettings` whose
+    guidance and timestep spacing the base stage and whose strength, guidance and sampler the refiner use."""
     import torch
 
     from i2vgen import eval as ev
@@ -161,8 +161,8 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
         else:
             video = base(clip.first_frame, clip.caption, num_frames=len(clip.frames), height=clip.frames.shape[1],
                          width=clip.frames.shape[2], target_fps=8, num_inference_steps=spec["steps"],
-                         guidance_scale=guidance, sampler=spec["sampler"], generator=gen, ablate=spec["ablate"],
-                         timestep_spacing=spacing, output_type="np")[0]
+                         guidance_scale=settings.guidance, sampler=spec["sampler"], generator=gen,
+                         ablate=spec["ablate"], timestep_spacing=settings.timestep_spacing, output_type="np")[0]
         if name not in ("refine-gt", "text-use"):
             per_shape = ev.prompt_agreement_per_item(video, clip.caption)  # what prompt_agreement reads, kept
             row["direction_ok"] = all(per_shape) if per_shape else None
@@ -180,8 +180,8 @@ def evaluate_variant(name: str, clips: list[Any], clips_hr: list[Any], base: Any
             row.update({k: gain[k] for k in ("psnr_refined", "psnr_bicubic", "psnr_gain_db", "ssim_gain")})
         if name == "refine-gt" or spec.get("refine"):
             size = clip_hr.frames.shape[1]
-            refined = refiner(video, clip.caption, width=size, height=size, strength=strength,
-                              guidance_scale=refine_guidance, sampler=refine_sampler,
+            refined = refiner(video, clip.caption, width=size, height=size, strength=settings.strength,
+                              guidance_scale=settings.refine_guidance, sampler=settings.refine_sampler,
                               num_inference_steps=refine_steps, generator=gen, output_type="np")[0]
             gain = ev.refinement_gain(video, refined, clip_hr.frames)
             row.update({k: gain[k] for k in ("psnr_refined", "psnr_bicubic", "psnr_gain_db", "ssim_gain")})
@@ -241,30 +241,24 @@ def evaluate_shapes(model: str = "tiny-shapes", refiner_model: str = "tiny-shape
                                              refine_guidance=refine_guidance, refine_sampler=refine_sampler,
                                              timestep_spacing=spacing)
     size, size_hr, frames = s.width, s.refine_width, s.num_frames
-    guidance, strength, spacing = s.guidance, s.strength, s.timestep_spacing
     base = I2VGenPipeline.from_pretrained(model, device=device)
     need_refiner = any(v in ("refine-gt", "ground-truth") or VARIANTS[v].get("refine") for v in variants)
     refiner = I2VGenRefinePipeline.from_pretrained(refiner_model, device=device) if need_refiner else None
     seeds = split_seeds("heldout", start + n)[start:]
-    clips = [make_clip(s, size=size, num_frames=frames) for s in seeds]
-    clips_hr = [make_clip(s, size=size_hr, num_frames=frames) for s in seeds]
+    clips = [make_clip(k, size=size, num_frames=frames) for k in seeds]
+    clips_hr = [make_clip(k, size=size_hr, num_frames=frames) for k in seeds]
     out: dict[str, Any] = {
         "settings": {"model": str(model), "refiner": str(refiner_model), "n": n, "start": start,
                      "heldout_seeds": [seeds[0], seeds[-1]],
-                     "seed": seed, "guidance": guidance, "strength": strength,
+                     "seed": seed, "guidance": s.guidance, "strength": s.strength,
                      "refine_guidance": s.refine_guidance, "refine_sampler": s.refine_sampler,
-                     "refine_steps": refine_steps,
-                     "timestep_spacing": spacing,
+                     "refine_steps": refine_steps, "timestep_spacing": s.timestep_spacing,
                      "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                      "size": size, "refine_size": size_hr, "frames": frames},
         "variants": {}}
     for name in variants:
-        out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, seed=seed, start=start,
-                                                 guidance=guidance, strength=strength,
-                                                 refine_guidance=s.refine_guidance,
-                                                 refine_sampler=s.refine_sampler, refine_steps=refine_steps,
-                                                 progress=progress,
-                                                 spacing=spacing)
+        out["variants"][name] = evaluate_variant(name, clips, clips_hr, base, refiner, s, seed=seed, start=start,
+                                                 refine_steps=refine_steps, progress=progress)
     return out
 
 
@@ -337,6 +331,8 @@ def combine_results(paths: list[str]) -> dict[str, Any]:
 
 # ---- command line ----------------------------------------------------------------------------------------------
 def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from i2vgen.diffusion.sampler_table import sampler_names  # torch-free
+
     p = subparsers.add_parser(
         "eval-shapes", help="the tiny-shapes results table on held-out prompts and images",
         description="Animate the first frames of held-out shapes clips with their captions and report direction "
@@ -355,7 +351,7 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
                    help="refiner strength (default: the model's suggestion, 0.1 for tiny-shapes; else 0.6: t = 599)")
     p.add_argument("--refine-guidance", type=float, default=None,
                    help="refiner guidance (default: the model's suggestion, 1.0 for tiny-shapes; else 7.5)")
-    p.add_argument("--refine-sampler", default=None,
+    p.add_argument("--refine-sampler", default=None, choices=sampler_names("refine"),
                    help="refiner sampler (default: the model's suggestion, dpmpp-2m for tiny-shapes; else dpmpp-2m-sde)")
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--spacing", choices=("leading", "trailing", "linspace"), default=None,

@@ -103,14 +103,12 @@ class GenerationSettings:
                     "fps": reference.TARGET_FPS, "guidance": reference.GUIDANCE,
                     "refine_width": reference.REFINE_WIDTH, "refine_height": reference.REFINE_HEIGHT,
                     "strength": reference.STRENGTH, "refine_guidance": reference.REFINE_GUIDANCE,
-                    "refiner_model": None, "timestep_spacing": None}
+                    "refine_sampler": DEFAULT_SAMPLERS["refine"], "refiner_model": None, "timestep_spacing": None}
         for name, value in fallback.items():
             if getattr(s, name) is None:
                 setattr(s, name, sug.get(name, value))
         if s.negative_prompt is None:
             s.negative_prompt = reference.NEGATIVE_PROMPT
-        if s.refine_sampler is None:
-            s.refine_sampler = sug.get("refine_sampler", DEFAULT_SAMPLERS["refine"])
         if s.steps is None and s.sampler in sampler_names("base"):
             s.steps = default_steps(s.sampler, "base")
         if s.refine_steps is None and s.refine_sampler in sampler_names("refine"):

@@ -183,7 +183,7 @@ class DegradeConfig:
     noise_max: float = 0.05  # Gaussian pixel noise std (frames in [-1, 1]), uniform in [0, noise_max]
     # A model folder with vae/ (or a vae/ folder): the down-scaled frames go through this VAE (posterior mean, encode
     # then decode), as the base stage's output went through its decoder. Use the base model's folder when the
-    # refiner's inputs come from it (docs/training.md, "The refiner's inputs"). None: no VAE.
+    # refiner's inputs come from it (docs/training.md, "Phase 2", Pairs). None: no VAE.
     vae: str | None = None
 
     def __post_init__(self) -> None:
