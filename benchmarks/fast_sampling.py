@@ -2,7 +2,8 @@
 (`cfg_until`) and step caching (`cache_interval`), on a trained model, against diffusers' defaults (DDIM 50, fp32).
 
 Run: `.venv/bin/python benchmarks/fast_sampling.py [--model tiny-shapes] [--n 48] [--rounds 5] [--threads 2]
-[-o docs/results/fast-sampling.json]`
+[-o docs/results/fast-sampling.json] [--plot docs/fast-sampling.svg]`; `--replot JSON --plot SVG` redraws the
+quality-vs-time plot from a results file without running anything.
 
 Quality: `--n` held-out one-shape clips of the shapes task (`shapes.split_seeds("heldout")`, never trained on), each
 animated from its first frame with its caption by every configuration with the same seed; the model folder's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -101,7 +103,14 @@ def main() -> int:
     p.add_argument("--configs", nargs="*", default=None, help="a subset of the configurations (names)")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("-o", "--output", default=None)
+    p.add_argument("--plot", default=None, metavar="SVG", help="write the quality-vs-time plot")
+    p.add_argument("--replot", default=None, metavar="JSON", help="only redraw --plot from this results file")
     args = p.parse_args()
+    if args.replot:
+        if not args.plot:
+            p.error("--replot needs --plot")
+        Path(args.plot).write_text(svg_plot(json.loads(Path(args.replot).read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     configs = {k: v for k, v in CONFIGS.items() if args.configs is None or k in args.configs or k == REFERENCE}
     folder = local_model_path(args.model)
@@ -170,7 +179,62 @@ def main() -> int:
            "spacing": s.timestep_spacing, "torch": torch.__version__, "rows": table}
     if args.output:
         Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
+    if args.plot:
+        Path(args.plot).write_text(svg_plot(out))
     return 0
+
+
+def svg_plot(result: dict, width: int = 1000, height: int = 440) -> str:
+    """Quality against time as an SVG (no plotting library needed): x the median seconds per video (log scale), y the
+    PSNR of the frames to the DDIM-50 video; each configuration a numbered point, named in the legend on the right
+    with its direction accuracy; DDIM 50 itself and diffusers' default are vertical lines at their times."""
+    rows = result["rows"]
+    points = sorted((r for r in rows if r.get("psnr_to_ddim50") is not None), key=lambda r: r["seconds"])
+    lines = sorted((r for r in rows if r.get("psnr_to_ddim50") is None), key=lambda r: r["seconds"])
+    left, plot_right, top, bottom = 60, 560, 50, 50
+    lo, hi = math.log10(min(r["seconds"] for r in rows) / 1.2), math.log10(max(r["seconds"] for r in rows) * 1.2)
+    y_lo = 5 * int(min(r["psnr_to_ddim50"] for r in points) // 5)
+    y_hi = 5 * int(max(r["psnr_to_ddim50"] for r in points) // 5 + 1)
+
+    def x(v: float) -> float:
+        return left + (plot_right - left) * (math.log10(v) - lo) / (hi - lo)
+
+    def y(v: float) -> float:
+        return height - bottom - (height - top - bottom) * (v - y_lo) / (y_hi - y_lo)
+
+    title = (f'{result["model"]}: quality against time, {result["n"]} held-out clips, {result["threads"]} thread(s), '
+             f'median of {result["rounds"]} runs')
+    mid_x, mid_y, base_y = (left + plot_right) / 2, (top + height - bottom) / 2, height - bottom
+    y_label = "PSNR to the DDIM-50 video (dB)"
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif"'
+    out = [f'{svg} font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="13">{title}</text>',
+           f'<line x1="{left}" y1="{base_y}" x2="{plot_right}" y2="{base_y}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base_y}" stroke="black"/>',
+           f'<text x="{mid_x}" y="{height - 12}" text-anchor="middle">seconds per video (median, log scale)</text>',
+           f'<text x="14" y="{mid_y}" text-anchor="middle" transform="rotate(-90 14 {mid_y})">{y_label}</text>']
+    for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500):
+        if lo <= math.log10(v) <= hi:
+            out.append(f'<text x="{x(v):.1f}" y="{base_y + 14}" text-anchor="middle">{v:g}</text>'
+                       f'<line x1="{x(v):.1f}" y1="{top}" x2="{x(v):.1f}" y2="{base_y}" stroke="#eee"/>')
+    for v in range(y_lo, y_hi + 1, 5):
+        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v}</text>'
+                   f'<line x1="{left}" y1="{y(v):.1f}" x2="{plot_right}" y2="{y(v):.1f}" stroke="#ddd"/>')
+    for i, r in enumerate(lines):
+        out.append(f'<line x1="{x(r["seconds"]):.1f}" y1="{top}" x2="{x(r["seconds"]):.1f}" y2="{base_y}" '
+                   f'stroke="#888" stroke-dasharray="4 3"/><text x="{x(r["seconds"]) - 4:.1f}" y="{top - 14 + 12 * i}" '
+                   f'text-anchor="end" fill="#555">{r["name"]} ({r["seconds"]:.1f} s)</text>')
+    for i, r in enumerate(points, 1):
+        colour = "#c00" if r["name"].startswith("fast") else "#06c"
+        acc = r.get("direction_accuracy")
+        cx, cy = x(r["seconds"]), y(r["psnr_to_ddim50"])
+        legend = f'{i}. {r["name"]}: {r["seconds"]:.2f} s, {r["psnr_to_ddim50"]:.1f} dB' + (
+            f", {acc:.0%} directions" if acc is not None else "")
+        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{colour}"/>'
+                   f'<text x="{cx + 5:.1f}" y="{cy - 4:.1f}" fill="{colour}" font-size="9">{i}</text>'
+                   f'<text x="{plot_right + 20}" y="{top + 16 * (i - 1) + 4}" fill="{colour}">{legend}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -151,3 +151,34 @@ def test_fast_preset_fills_what_was_not_given():
     plain = settings_from_args(parser.parse_args(["generate", "--image", "x.png", "-o", "y.mp4"]), "a prompt", 0)
     assert (plain.sampler, plain.steps, plain.cfg_until, plain.cache_interval) == ("ddim", None, 1.0, 1)
     assert "cfg_until" in s.resolved().metadata() and "cfg_until" not in plain.resolved().metadata()
+
+
+def test_quality_time_plot_draws_every_row(tmp_path):
+    """benchmarks/fast_sampling.py --replot: a numbered point per configuration measured against DDIM 50, named in the
+    legend, a dashed line per reference (DDIM 50 itself, diffusers), and valid SVG."""
+    import json
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    rows = [{"name": "ddim-50", "seconds": 10.0, "psnr_to_ddim50": None, "direction_accuracy": 1.0},
+            {"name": "diffusers ddim-50 fp32", "seconds": 12.5},
+            *({"name": f"config {i}", "seconds": 1.5 + 0.01 * i, "psnr_to_ddim50": 41.0 + 0.1 * i,
+               "direction_accuracy": 0.9} for i in range(3)),
+            {"name": "fast (the --fast preset)", "seconds": 1.4, "psnr_to_ddim50": 40.5, "direction_accuracy": 1.0}]
+    src, svg = tmp_path / "r.json", tmp_path / "p.svg"
+    src.write_text(json.dumps({"model": "m", "n": 4, "threads": 1, "rounds": 5, "rows": rows}))
+    script = Path(__file__).parents[1] / "benchmarks" / "fast_sampling.py"
+    subprocess.run([sys.executable, str(script), "--replot", str(src), "--plot", str(svg)], check=True)
+    root = ET.fromstring(svg.read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}circle")) == 4
+    assert len([e for e in root.findall(f"{ns}line") if e.get("stroke-dasharray")]) == 2
+    texts = [e.text for e in root.findall(f"{ns}text")]
+    legend = [t for t in texts if ". " in t and " dB" in t]  # "N. name: seconds, dB, accuracy", fastest first
+    assert [t.split(". ", 1)[1].split(":")[0] for t in legend] == [
+        "fast (the --fast preset)", "config 0", "config 1", "config 2"]
+    assert "1. fast (the --fast preset): 1.40 s, 40.5 dB, 100% directions" in legend
+    numbers = [e.text for e in root.findall(f"{ns}text") if e.get("font-size") == "9"]  # beside the points
+    assert sorted(numbers) == ["1", "2", "3", "4"]
