@@ -7,9 +7,10 @@ The base stage animates the first `--n` held-out clips (DPM-Solver++ 2M, 25 trai
 clip index); each refiner setting refines the same base outputs to 64x64 (the refine pipeline's default sampler,
 DPM-Solver++ 2M SDE, 30 steps) and `i2vgen.eval.refinement_gain` compares it and the bicubic up-scaling of the base
 output with the true 64x64 clip. `--old-refiner` adds a refiner folder sampled its own way (e.g. the previous
-shipped one). docs/tiny-shapes.md, section 7. `--compare REFINER...` instead runs each refiner folder at guidance
-1.0 with both DPM-Solver++ 2M samplers at `--strengths` (0: its VAE's round trip of the input alone), on the base
-outputs and on the true 32 px clips degraded by the base VAE (section 8).
+shipped one). docs/tiny-shapes.md, section 7. `--compare REFINER...` instead runs each refiner folder (or trained UNet
+folder, in `--refiner`'s model) at guidance 1.0 with `--samplers` (both DPM-Solver++ 2M ones) at `--strengths` (0: its
+VAE's round trip of the input alone), on the base outputs and on the true 32 px clips degraded by the base VAE
+(sections 8 and 9).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> int:
                         "base-VAE-degraded true clips")
     p.add_argument("--strengths", default="0,0.1,0.2,0.3",
                    help="--compare's strengths (0: the refiner VAE's round trip of the up-scaled input alone)")
+    p.add_argument("--samplers", default="dpmpp-2m-sde,dpmpp-2m", help="--compare's samplers")
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -90,14 +92,14 @@ def compare(args: argparse.Namespace, base: I2VGenPipeline, clips: list[tuple]) 
               "degraded-true": [vae_round_trip(base.vae, lo.frames) for lo, _, _ in clips]}
     rows = []
     for folder in args.compare:
-        refiner = I2VGenRefinePipeline.from_pretrained(folder)
+        refiner = load_refiner(folder, args.refiner)
         for kind, videos in inputs.items():
             if 0 in strengths:  # the refiner VAE's round trip of the bicubic-up-scaled input (the pipeline's is bilinear)
                 ups = [np.round(ev.resize_like_refiner(x, (64, 64)) * 255).astype(np.uint8) for x in videos]
                 gains = [ev.refinement_gain(x, vae_round_trip(refiner.vae, up), hi.frames)
                          for (_, hi, _), x, up in zip(clips, videos, ups)]
                 rows.append(report({"refiner": folder, "input": kind, "sampler": None, "strength": 0.0}, gains))
-            for sampler in ("dpmpp-2m-sde", "dpmpp-2m"):
+            for sampler in args.samplers.split(","):
                 for strength in (s for s in strengths if s > 0):
                     gains = [ev.refinement_gain(x, refiner(x, lo.caption, width=64, height=64, strength=strength,
                                                            guidance_scale=1.0, sampler=sampler,
@@ -110,6 +112,13 @@ def compare(args: argparse.Namespace, base: I2VGenPipeline, clips: list[tuple]) 
         Path(args.output).write_text(json.dumps({"n": args.n, "base": args.base, "guidance": 1.0, "rows": rows},
                                                 indent=1) + "\n")
     return 0
+
+
+def load_refiner(path: str, folder: str) -> I2VGenRefinePipeline:
+    """A refiner model folder, or a trained UNet folder (a checkpoint's unet/ or unet_ema/) in `folder`'s model."""
+    if (Path(path) / "model_index.json").is_file():
+        return I2VGenRefinePipeline.from_pretrained(path)
+    return I2VGenRefinePipeline.from_pretrained(folder, unet=path)
 
 
 def report(row: dict, gains: list[dict]) -> dict:
