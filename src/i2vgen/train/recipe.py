@@ -51,7 +51,7 @@ Log = Callable[[str], None]
 
 # The exported folders' suggested base guidance, and the refiner's strength, guidance and sampler (model_defaults)
 TINY_GUIDANCE = 2.0
-TINY_REFINE_STRENGTH = 0.1
+TINY_REFINE_STRENGTH = 0.15
 TINY_REFINE_GUIDANCE = 1.0
 TINY_REFINE_SAMPLER = "dpmpp-2m"
 # ... and sampling grid: trailing starts at t = 999, pure noise, where the trained model reads the direction from the
@@ -161,10 +161,10 @@ def _text() -> RecipeConfig:
     these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle
     frames sit in time: `benchmarks/shapes_frame_order.py`).
 
-    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 108 minutes as measured
-    on this project's 2-core machine with other jobs beside the two-shape stages (the refiner alone: 502 s), about
-    90 unloaded; direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %; the refiner -0.39 dB /
-    +0.007 SSIM against bicubic on the cascade's outputs (docs/tiny-shapes.md, sections 6 to 8)."""
+    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): about 125 minutes as
+    measured on this project's 2-core machine with other jobs beside the two-shape stages (the refiner alone: 1,511 s
+    at 2 threads), about 107 unloaded; direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %;
+    the refiner's figures in docs/tiny-shapes.md, section 9 (sections 6 to 8 for the rest)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
@@ -177,9 +177,12 @@ def _text() -> RecipeConfig:
     # the refiner VAE's posterior noise (variance 1.11 in scaled latents) exceeds its means' spread (1.01): trained
     # on samples the refiner's loss stays at 1.2, on means it falls to 0.11 (docs/tiny-shapes.md, section 7); it
     # refines from low noise (t < 300, the degraded source from t = 100) inputs degraded through the base VAE, as
-    # the base stage's outputs are (section 8)
-    cfg.refine = dataclasses.replace(cfg.refine, extra={**cfg.refine.extra, "model.sample_posterior": False,
-                                                        "loss.t_max": 300, "loss.degraded_min_t": 100})
+    # the base stage's outputs are (section 8); two thirds of its samples are restorations in [100, 300) and every
+    # sample there has the degraded source, for 3,000 steps: at 800 steps no t distribution beat its VAE's round
+    # trip (section 9)
+    cfg.refine = dataclasses.replace(cfg.refine, steps=3000, extra={
+        **cfg.refine.extra, "model.sample_posterior": False, "loss.t_max": 300, "loss.degraded_min_t": 100,
+        "loss.degraded_prob": 1.0, "loss.t_top_share": 0.67, "loss.t_top_min": 100})
     cfg.refine_base_vae = True
     return cfg
 
@@ -425,9 +428,10 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     """Generation settings a model folder suggests (`_i2vgen_defaults` in model_index.json; the CLI, the demo and
     eval-shapes use them when a flag is not given). Guidance 2.0 was chosen on held-out clips 100-149
     (docs/tiny-shapes.md): the reference's 9.0 costs this model 0.65 dB of first-frame PSNR. The refiner's strength
-    0.1, guidance 1.0 (no unconditional pass) and deterministic DPM-Solver++ 2M: the best of strength 0.1 / 0.2 / 0.3
-    and both samplers on 12 held-out clips (benchmarks/shapes_refiner_settings.py --compare; the reference's 7.5
-    cost the previous refiner 2.5 dB; docs/tiny-shapes.md, sections 7 and 8)."""
+    0.15, guidance 1.0 (no unconditional pass) and deterministic DPM-Solver++ 2M: the best of strength 0 / 0.1 / 0.11
+    / 0.15 / 0.2 / 0.25 (and of both samplers for the refiner before it) on 12 held-out clips
+    (benchmarks/shapes_refiner_settings.py --compare; the reference's 7.5 cost an earlier refiner 2.5 dB;
+    docs/tiny-shapes.md, sections 7 to 9)."""
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
             "refine_strength": TINY_REFINE_STRENGTH, "refine_guidance_scale": TINY_REFINE_GUIDANCE,
