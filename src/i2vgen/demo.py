@@ -65,7 +65,7 @@ def run(out_dir: Path, seed: int = 0) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if trained:
             # the folders' suggestions, chosen on held-out clips (docs/tiny-shapes.md): size, guidance 2.0, the
-            # trailing grid; the refiner's strength 0.1, guidance 1.0 and DPM-Solver++ 2M
+            # trailing grid; the refiner's strength, guidance and sampler (`train.recipe.model_defaults`)
             picture = sample_image()
             settings = {p: prepare(GenerationSettings(prompt=p, model="tiny-shapes", seed=seed, **FAST),
                                    image=picture)

@@ -348,11 +348,11 @@ def add_eval_shapes_command(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--guidance", type=float, default=None,
                    help="base guidance (default: the model's suggestion, 2.0 for tiny-shapes; else 9.0)")
     p.add_argument("--strength", type=float, default=None,
-                   help="refiner strength (default: the model's suggestion, 0.1 for tiny-shapes; else 0.6: t = 599)")
+                   help="refiner strength (default: the model's suggestion; else 0.6: t = 599)")
     p.add_argument("--refine-guidance", type=float, default=None,
-                   help="refiner guidance (default: the model's suggestion, 1.0 for tiny-shapes; else 7.5)")
+                   help="refiner guidance (default: the model's suggestion; else 7.5)")
     p.add_argument("--refine-sampler", default=None, choices=sampler_names("refine"),
-                   help="refiner sampler (default: the model's suggestion, dpmpp-2m for tiny-shapes; else dpmpp-2m-sde)")
+                   help="refiner sampler (default: the model's suggestion; else dpmpp-2m-sde)")
     p.add_argument("--refine-steps", type=int, default=None)
     p.add_argument("--spacing", choices=("leading", "trailing", "linspace"), default=None,
                    help="the base stage's timestep grid (default: the model folder's suggestion, else the sampler's)")
