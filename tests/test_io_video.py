@@ -96,6 +96,17 @@ def test_mp4_odd_size_is_padded_and_fractional_fps(tmp_path: Path) -> None:
     assert read_metadata(tmp_path / "odd.mp4") == {}
 
 
+def test_mp4_encoder_leaves_out_its_avx512_code() -> None:
+    """libx264's AVX-512 code made identical encodes of small frames differ (benchmarks/x264_determinism.py); the
+    writer limits it to AVX2 exactly where AVX-512 is there (the end-to-end check: test_serve's same-seed jobs)."""
+    from i2vgen.io.video import _x264_cpu_options
+
+    avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu avx512f\n"
+    assert _x264_cpu_options(avx512) == {"x264-params": "asm=AVX2"}
+    assert _x264_cpu_options("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512_vnni\n") == {}
+    assert _x264_cpu_options("") == {}  # no /proc/cpuinfo (macOS, Windows): libx264's own choice
+
+
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
 def test_animated_image_round_trip(tmp_path: Path, suffix: str) -> None:
     frames = _frames()

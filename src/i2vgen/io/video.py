@@ -8,6 +8,7 @@ output format round-trips through `read_video`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -84,7 +85,8 @@ def write_video(
 
     - `.mp4`: H.264 (libx264, yuv420p, BT.709 tagged, `+faststart`), `crf` quality. Odd widths/heights are
       padded to even by repeating the last row/column. `metadata` goes into the `comment` tag as JSON; a
-      `prompt` entry is also written to `description`.
+      `prompt` entry is also written to `description`. The same frames give the same stream every time
+      (`_x264_cpu_options`).
     - `.gif`: looping, per-frame adaptive palette; delays in 1/100 s, alternated so the average rate is `fps`
       (at most 100 fps; browsers slow delays under 20 ms down). PIL merges identical consecutive frames into
       one longer frame, so such a GIF reads back with fewer frames.
@@ -240,7 +242,7 @@ def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, metadata: dict[str, An
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
-        stream.options = {"crf": str(int(crf)), "preset": "medium"}
+        stream.options = {"crf": str(int(crf)), "preset": "medium", **_x264_cpu_options()}
         cc = stream.codec_context  # tag BT.709 limited range, which is what `_rgb_to_video_frame` converts to
         cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
         for i, rgb in enumerate(frames):
@@ -253,6 +255,29 @@ def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, metadata: dict[str, An
             container.close()
         raise
     container.close()
+
+
+_AVX512 = "avx512f"
+
+
+@functools.cache
+def _host_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _x264_cpu_options(cpuinfo: str | None = None) -> dict[str, str]:
+    """libx264 options that keep its output a function of its input. On CPUs with AVX-512, libx264's AVX-512 code
+    makes small frames encode differently between identical runs (the PyAV wheel's libx264, a served 32x32 clip
+    encoded 12 times in each of 6 processes: all 6 disagreed within themselves, 3 distinct streams, decoded up to
+    16 levels apart; limited to AVX2: 1 stream; benchmarks/x264_determinism.py, docs/results/x264), so there it
+    is limited to AVX2, which every AVX-512 CPU has (a 4-frame 720x720 clip: 0.09 s against 0.10). `cpuinfo`: the
+    text of /proc/cpuinfo (read when None; where there is none, nothing changes)."""
+    cpuinfo = _host_cpuinfo() if cpuinfo is None else cpuinfo
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return {"x264-params": "asm=AVX2"} if _AVX512 in flags else {}
 
 
 def _frame_durations(n: int, fps: float, unit_ms: int) -> list[int]:

@@ -1,0 +1,99 @@
+"""Does the mp4 writer give the same stream for the same frames? libx264 with and without its AVX-512 code.
+
+Run: `.venv/bin/python benchmarks/x264_determinism.py [--processes 6] [--encodes 12] [--size 32] [-o FILE]`
+
+The frames: a served job's video from the embedded tiny model (4 frames, 3 DPM-Solver++ 2M steps, seed 7, the
+sample picture; what `tests/test_serve.py` compares), resized to `--size`. Each of `--processes` fresh Python
+processes encodes them `--encodes` times as `i2vgen.io.write_video` does, with libx264's default instruction sets
+("auto") and with `_x264_cpu_options()` (on an AVX-512 CPU: up to AVX2), and hashes the H.264 packets; the row
+counts the processes whose encodes disagree and the distinct streams over all of them, and the median time of an
+encode (`--size 720 --processes 2 --encodes 4`: what limiting the instruction sets costs at full size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CHILD = r"""
+import hashlib, sys, tempfile, time
+from fractions import Fraction
+from pathlib import Path
+import av, numpy as np
+from i2vgen.io.video import _rgb_to_video_frame, _x264_cpu_options
+frames, mode, n = np.load(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+options = {} if mode == "auto" else _x264_cpu_options()
+out, seconds = [], []
+for k in range(n):
+    t = time.perf_counter()
+    path = Path(tempfile.mkdtemp()) / "x.mp4"
+    with av.open(str(path), mode="w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=Fraction(8))
+        s.width, s.height, s.pix_fmt, s.time_base = frames.shape[2], frames.shape[1], "yuv420p", Fraction(1, 8)
+        s.options = {"crf": "18", "preset": "medium", **options}
+        for i, rgb in enumerate(frames):
+            for p in s.encode(_rgb_to_video_frame(rgb, i)):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    seconds.append(time.perf_counter() - t)
+    with av.open(str(path)) as c:
+        out.append(hashlib.md5(b"".join(bytes(p) for p in c.demux(video=0))).hexdigest())
+print(" ".join(out), "|", " ".join(map(str, seconds)))
+"""
+
+
+def served_frames(size: int) -> np.ndarray:
+    """(4, size, size, 3) uint8: the tiny model's video of the sample picture as a served QUICK job makes it."""
+    from PIL import Image
+
+    from i2vgen.app.run import generate, load_generation_pipeline, prepare
+    from i2vgen.app.settings import GenerationSettings
+    from i2vgen.io import to_uint8_frames
+
+    sample = Path(__file__).resolve().parents[1] / "src" / "i2vgen" / "assets" / "samples" / "red-circle.png"
+    s = prepare(GenerationSettings(prompt="a red circle moves right", model="tiny-shapes", num_frames=4, steps=3,
+                                   sampler="dpmpp-2m", seed=7))
+    video = to_uint8_frames(generate(load_generation_pipeline(s), s, str(sample)).frames)
+    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC)) for f in video])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--processes", type=int, default=6)
+    p.add_argument("--encodes", type=int, default=12)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("-o", "--output", default=None)
+    args = p.parse_args()
+    from i2vgen.io.video import _x264_cpu_options
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "frames.npy"
+        np.save(path, served_frames(args.size))
+        rows = []
+        for mode in ("auto", "i2vgen"):
+            outs = [subprocess.run([sys.executable, "-c", CHILD, str(path), mode, str(args.encodes)], check=True,
+                                   capture_output=True, text=True).stdout.split("|") for _ in range(args.processes)]
+            streams = [o[0].split() for o in outs]
+            seconds = [float(x) for o in outs for x in o[1].split()]
+            row = {"x264": "auto" if mode == "auto" else _x264_cpu_options() or "auto (no AVX-512 here)",
+                   "size": args.size, "processes": args.processes, "encodes_each": args.encodes,
+                   "processes_disagreeing": sum(len(set(s)) > 1 for s in streams),
+                   "distinct_streams": len({h for s in streams for h in s}),
+                   "median_encode_s": float(np.median(seconds)), "frames_sha1": hashlib.sha1(np.load(path).tobytes()).hexdigest()[:12]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
