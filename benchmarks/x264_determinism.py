@@ -1,13 +1,15 @@
 """Does the mp4 writer give the same stream for the same frames? libx264 with and without its AVX-512 code.
 
-Run: `.venv/bin/python benchmarks/x264_determinism.py [--processes 6] [--encodes 12] [--size 32] [-o FILE]`
+Run: `.venv/bin/python benchmarks/x264_determinism.py [--processes 6] [--encodes 12] [--size 32] [--video PATH]
+      [-o FILE]`
 
 The frames: a served job's video from the embedded tiny model (4 frames, 3 DPM-Solver++ 2M steps, seed 7, the
 sample picture; what `tests/test_serve.py` compares), resized to `--size`. Each of `--processes` fresh Python
 processes encodes them `--encodes` times as `i2vgen.io.write_video` does, with libx264's default instruction sets
 ("auto") and with `_x264_cpu_options()` (on an AVX-512 CPU: up to AVX2), and hashes the H.264 packets; the row
 counts the processes whose encodes disagree and the distinct streams over all of them, and the median time of an
-encode (`--size 720 --processes 2 --encodes 4`: what limiting the instruction sets costs at full size).
+encode (`--size 720 --processes 2 --encodes 4`: what limiting the instruction sets costs at full size). `--video`
+takes the first 16 frames of a real clip at its own size (odd sizes cropped to even) instead.
 """
 
 from __future__ import annotations
@@ -70,13 +72,21 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=6)
     p.add_argument("--encodes", type=int, default=12)
     p.add_argument("--size", type=int, default=32)
+    p.add_argument("--video", default=None, help="a video file whose first 16 frames to encode instead")
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args()
     from i2vgen.io.video import _x264_cpu_options
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "frames.npy"
-        np.save(path, served_frames(args.size))
+        if args.video:
+            from i2vgen.io import read_video
+
+            frames = read_video(args.video, max_frames=16)[0]
+            frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+        else:
+            frames = served_frames(args.size)
+        np.save(path, frames)
         rows = []
         for mode in ("auto", "i2vgen"):
             outs = [subprocess.run([sys.executable, "-c", CHILD, str(path), mode, str(args.encodes)], check=True,
@@ -84,7 +94,8 @@ def main() -> int:
             streams = [o[0].split() for o in outs]
             seconds = [float(x) for o in outs for x in o[1].split()]
             row = {"x264": "auto" if mode == "auto" else _x264_cpu_options() or "auto (no AVX-512 here)",
-                   "size": args.size, "processes": args.processes, "encodes_each": args.encodes,
+                   "size": args.size if not args.video else list(frames.shape[1:3]), "video": args.video,
+                   "processes": args.processes, "encodes_each": args.encodes,
                    "processes_disagreeing": sum(len(set(s)) > 1 for s in streams),
                    "distinct_streams": len({h for s in streams for h in s}),
                    "median_encode_s": float(np.median(seconds)), "frames_sha1": hashlib.sha1(np.load(path).tobytes()).hexdigest()[:12]}

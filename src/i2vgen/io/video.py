@@ -270,11 +270,11 @@ def _host_cpuinfo() -> str:
 
 def _x264_cpu_options(cpuinfo: str | None = None) -> dict[str, str]:
     """libx264 options that keep its output a function of its input. On CPUs with AVX-512, libx264's AVX-512 code
-    makes small frames encode differently between identical runs (the PyAV wheel's libx264, a served 32x32 clip
-    encoded 12 times in each of 6 processes: all 6 disagreed within themselves, 3 distinct streams, decoded up to
-    16 levels apart; limited to AVX2: 1 stream; benchmarks/x264_determinism.py, docs/results/x264), so there it
-    is limited to AVX2, which every AVX-512 CPU has (a 4-frame 720x720 clip: 0.09 s against 0.10). `cpuinfo`: the
-    text of /proc/cpuinfo (read when None; where there is none, nothing changes)."""
+    makes identical encodes differ (the PyAV wheel's libx264, 12 encodes in each of 6 processes: a served 32x32
+    clip gave 3 distinct streams, decoded up to 16 levels apart; 16 frames of a 596x336 real clip 18 streams;
+    limited to AVX2: 1 stream each; benchmarks/x264_determinism.py, docs/results/x264), so there it is limited to
+    AVX2, which every AVX-512 CPU has (encode time within 10 %: 0.128 s against 0.118 for the real clip). `cpuinfo`:
+    the text of /proc/cpuinfo (read when None; where there is none, nothing changes)."""
     cpuinfo = _host_cpuinfo() if cpuinfo is None else cpuinfo
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     return {"x264-params": "asm=AVX2"} if _AVX512 in flags else {}
