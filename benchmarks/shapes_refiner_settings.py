@@ -145,7 +145,7 @@ def sweep(args: argparse.Namespace) -> int:
     refiner = I2VGenRefinePipeline.from_pretrained(args.refiner)
     base_vae = VideoVAE.from_model_folder(local_model_path(args.base))
     clips = [(make_clip(s, size=32, num_frames=8), make_clip(s, size=64, num_frames=8))
-             for s in split_seeds("heldout", args.n)]
+             for s in split_seeds("heldout", args.start + args.n)[args.start:]]
     inputs = [vae_round_trip(base_vae, lo.frames) for lo, _ in clips]  # (F, 32, 32, 3) each
     rows = []
     for strength in (0.3, 0.45, 0.6):
@@ -153,11 +153,11 @@ def sweep(args: argparse.Namespace) -> int:
             gains = [ev.refinement_gain(x, refiner(x, lo.caption, width=64, height=64, strength=strength,
                                                    num_inference_steps=steps, guidance_scale=1.0,
                                                    generator=torch.Generator().manual_seed(i), output_type="np")[0],
-                                        hi.frames) for i, ((lo, hi), x) in enumerate(zip(clips, inputs))]
+                                        hi.frames) for i, ((lo, hi), x) in enumerate(zip(clips, inputs), args.start)]
             rows.append(report({"strength": strength, "steps": steps}, gains))
     if args.output:
-        Path(args.output).write_text(json.dumps({"n": args.n, "input": "base VAE round trip", "rows": rows},
-                                                indent=1) + "\n")
+        Path(args.output).write_text(json.dumps({"n": args.n, "start": args.start, "input": "base VAE round trip",
+                                                 "rows": rows}, indent=1) + "\n")
     return 0
 
 
