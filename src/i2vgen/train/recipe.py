@@ -161,9 +161,9 @@ def _text() -> RecipeConfig:
     these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle
     frames sit in time: `benchmarks/shapes_frame_order.py`).
 
-    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): about 125 minutes as
-    measured on this project's 2-core machine with other jobs beside the two-shape stages (the refiner alone: 1,511 s
-    at 2 threads), about 107 unloaded; direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %;
+    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 125 minutes as recorded
+    on this project's 2-core machine with other jobs beside some stages, 86 minutes with those stages re-run alone
+    (`benchmarks/recipe_stage_times.py`, same weights bit for bit); direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %;
     the refiner's figures in docs/tiny-shapes.md, section 9 (sections 6 to 8 for the rest)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
@@ -429,9 +429,9 @@ def model_defaults(cfg: RecipeConfig) -> dict[str, Any]:
     eval-shapes use them when a flag is not given). Guidance 2.0 was chosen on held-out clips 100-149
     (docs/tiny-shapes.md): the reference's 9.0 costs this model 0.65 dB of first-frame PSNR. The refiner's strength
     0.15, guidance 1.0 (no unconditional pass) and deterministic DPM-Solver++ 2M: the best of strength 0 / 0.1 / 0.11
-    / 0.15 / 0.2 / 0.25 (and of both samplers for the refiner before it) on 12 held-out clips
-    (benchmarks/shapes_refiner_settings.py --compare; the reference's 7.5 cost an earlier refiner 2.5 dB;
-    docs/tiny-shapes.md, sections 7 to 9)."""
+    / 0.15 / 0.2 / 0.25 (and of both samplers for the refiner before it) on 12 held-out clips, and tied with 0.18 on
+    72 clips outside eval-shapes' 100 (benchmarks/shapes_refiner_settings.py --compare; the reference's 7.5 cost an
+    earlier refiner 2.5 dB; docs/tiny-shapes.md, sections 7 to 10)."""
     return {"width": cfg.base_size, "height": cfg.base_size, "num_frames": cfg.num_frames, "target_fps": FPS,
             "guidance_scale": TINY_GUIDANCE, "refine_width": cfg.refine_size, "refine_height": cfg.refine_size,
             "refine_strength": TINY_REFINE_STRENGTH, "refine_guidance_scale": TINY_REFINE_GUIDANCE,
