@@ -164,8 +164,8 @@ def _text() -> RecipeConfig:
     The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 125 minutes as recorded
     on this project's 2-core machine with other jobs beside some stages, 86 minutes with those stages re-run alone
     (`benchmarks/recipe_stage_times.py`, same weights bit for bit); direction accuracy on held-out one-shape clips
-    100 %, per shape of two 59 %;
-    the refiner's figures in docs/tiny-shapes.md, section 9 (sections 6 to 8 for the rest)."""
+    100 %, per shape of two 59 %; the refiner's figures in docs/tiny-shapes.md, section 9 (sections 6 to 8 for the
+    rest, section 10 for what the misses are made of)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
