@@ -5,11 +5,11 @@ Run: `.venv/bin/python benchmarks/x264_determinism.py [--processes 6] [--encodes
 
 The frames: a served job's video from the embedded tiny model (4 frames, 3 DPM-Solver++ 2M steps, seed 7, the
 sample picture; what `tests/test_serve.py` compares), resized to `--size`. Each of `--processes` fresh Python
-processes encodes them `--encodes` times as `i2vgen.io.write_video` does, with libx264's default instruction sets
-("auto") and with `_x264_cpu_options()` (on an AVX-512 CPU: up to AVX2), and hashes the H.264 packets; the row
-counts the processes whose encodes disagree and the distinct streams over all of them, and the median time of an
-encode (`--size 720 --processes 2 --encodes 4`: what limiting the instruction sets costs at full size). `--video`
-takes the first 16 frames of a real clip at its own size (odd sizes cropped to even) instead.
+processes encodes them `--encodes` times with `i2vgen.io.write_video`, once with libx264's default instruction sets
+("auto": `_x264_cpu_options` patched out) and once as shipped (on an AVX-512 CPU: up to AVX2), and hashes the H.264
+packets; the row counts the processes whose encodes disagree and the distinct streams over all of them, and the
+median time of an encode (`--size 720 --processes 2 --encodes 4`: what limiting the instruction sets costs at full
+size). `--video` takes the first 16 frames of a real clip at its own size (odd sizes cropped to even) instead.
 """
 
 from __future__ import annotations
@@ -26,25 +26,16 @@ import numpy as np
 
 CHILD = r"""
 import hashlib, sys, tempfile, time
-from fractions import Fraction
 from pathlib import Path
 import av, numpy as np
-from i2vgen.io.video import _rgb_to_video_frame, _x264_cpu_options
+from i2vgen.io import video
 frames, mode, n = np.load(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-options = {} if mode == "auto" else _x264_cpu_options()
+if mode == "auto":  # libx264's own choice of instruction sets: the writer as it was before the fix
+    video._x264_cpu_options = lambda cpuinfo=None: {}
 out, seconds = [], []
 for k in range(n):
     t = time.perf_counter()
-    path = Path(tempfile.mkdtemp()) / "x.mp4"
-    with av.open(str(path), mode="w", format="mp4") as c:
-        s = c.add_stream("libx264", rate=Fraction(8))
-        s.width, s.height, s.pix_fmt, s.time_base = frames.shape[2], frames.shape[1], "yuv420p", Fraction(1, 8)
-        s.options = {"crf": "18", "preset": "medium", **options}
-        for i, rgb in enumerate(frames):
-            for p in s.encode(_rgb_to_video_frame(rgb, i)):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    path = video.write_video(frames, Path(tempfile.mkdtemp()) / "x.mp4", fps=8)
     seconds.append(time.perf_counter() - t)
     with av.open(str(path)) as c:
         out.append(hashlib.md5(b"".join(bytes(p) for p in c.demux(video=0))).hexdigest())

@@ -97,9 +97,9 @@ def test_mp4_odd_size_is_padded_and_fractional_fps(tmp_path: Path) -> None:
 
 
 def test_mp4_encoder_leaves_out_its_avx512_code() -> None:
-    """libx264's AVX-512 code made identical encodes differ (benchmarks/x264_determinism.py: a 32x32 clip and a real
-    596x336 one); the writer limits it to AVX2 exactly where AVX-512 is there (the end-to-end check: test_serve's
-    same-seed jobs)."""
+    """libx264's AVX-512 code made identical encodes differ (benchmarks/x264_determinism.py: a served 32x32 clip
+    through the writer; a real 596x336 one in a bare encode loop); the writer limits it to AVX2 exactly where AVX-512
+    is there (the end-to-end check: test_serve's same-seed jobs)."""
     from i2vgen.io.video import _x264_cpu_options
 
     avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu avx512f\n"

@@ -270,11 +270,11 @@ def _host_cpuinfo() -> str:
 
 def _x264_cpu_options(cpuinfo: str | None = None) -> dict[str, str]:
     """libx264 options that keep its output a function of its input. On CPUs with AVX-512, libx264's AVX-512 code
-    makes identical encodes differ (the PyAV wheel's libx264, 12 encodes in each of 6 processes: a served 32x32
-    clip gave 3 distinct streams, decoded up to 16 levels apart; 16 frames of a 596x336 real clip 18 streams;
-    limited to AVX2: 1 stream each; benchmarks/x264_determinism.py, docs/results/x264), so there it is limited to
-    AVX2, which every AVX-512 CPU has (encode time within 10 %: 0.128 s against 0.118 for the real clip). `cpuinfo`:
-    the text of /proc/cpuinfo (read when None; where there is none, nothing changes)."""
+    makes identical encodes differ (the PyAV wheel's libx264, 12 encodes in each of 6 processes through this writer:
+    a served 32x32 clip gave 2 distinct streams, decoded up to 16 levels apart; driven in a bare loop, 16 frames of a
+    596x336 real clip 12-18 streams; limited to AVX2: 1 stream each; benchmarks/x264_determinism.py, docs/results/x264,
+    docs/benchmarks.md), so there it is limited to AVX2, which every AVX-512 CPU has (encode time within the noise).
+    `cpuinfo`: the text of /proc/cpuinfo (read when None; where there is none, nothing changes)."""
     cpuinfo = _host_cpuinfo() if cpuinfo is None else cpuinfo
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     return {"x264-params": "asm=AVX2"} if _AVX512 in flags else {}
