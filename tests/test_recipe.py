@@ -101,7 +101,19 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert refine_cfg["degrade"]["vae"] == str(smoke_models / "components-base")
     timings = json.loads((smoke_models / "timings.json").read_text())
     assert set(timings) == {"components", "base_components", "t2i", "curriculum-0", "curriculum-1", "base", "refine",
-                            "export"}
+                            "refine-2", "export"}
+    # refine-2 continues all of the refiner UNet from the refine stage's EMA weights, in another data order, and its
+    # EMA weights are what the refiner folder holds
+    more_cfg = yaml.safe_load((smoke_models / "refine-2" / "config.yaml").read_text())
+    assert more_cfg["model"]["unet"] == str(smoke_models / "refine" / "checkpoints" / "step-00000002" / "unet_ema")
+    assert more_cfg["data"]["seed"] == 1 and more_cfg["degrade"]["vae"] == str(smoke_models / "components-base")
+    from i2vgen.models.loading import load_unet
+
+    exported = load_unet(refiner_dir / "unet").state_dict()
+    trained = load_unet(smoke_models / "refine-2" / "checkpoints" / "step-00000002" / "unet_ema").state_dict()
+    before = load_unet(smoke_models / "refine" / "checkpoints" / "step-00000002" / "unet_ema").state_dict()
+    assert exported.keys() == trained.keys() and all(torch.equal(exported[k], trained[k]) for k in trained)
+    assert not all(torch.equal(before[k], trained[k]) for k in trained)  # it trained
     base = I2VGenPipeline.from_pretrained(base_dir)
     video = base(np.zeros((32, 32, 3), np.uint8), "a red circle moves left", num_frames=4, height=32, width=32,
                  num_inference_steps=2, target_fps=8, generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -119,7 +131,7 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(smoke_mod
     before = json.loads((smoke_models / "timings.json").read_text())
     assert main(["train-recipe", "smoke", "--output-dir", str(smoke_models), "--threads", "1"]) == 0
     err = capsys.readouterr().err
-    assert "base: already trained" in err and "refine: already trained" in err
+    assert "base: already trained" in err and "refine: already trained" in err and "refine-2: already trained" in err
     after = json.loads((smoke_models / "timings.json").read_text())
     assert after["components"] == before["components"]  # not rebuilt
     assert main(["train-recipe", "smoke", "--output-dir", str(smoke_models), "--seed", "5"]) == 1

@@ -125,6 +125,9 @@ class RecipeConfig:
         "tiny-shapes-refiner", steps=800, batch=2, lr=1e-3,
         extra={"loss.degraded_prob": 0.8, "degrade.scale_min": 2.0, "degrade.scale_max": 2.0,
                "degrade.blur_max": 1.0, "degrade.noise_max": 0.03}))
+    # Optional: the refine stage once more ("refine-2"), all of the refiner UNet from the refine stage's EMA weights,
+    # with a fresh warm-up and cosine; its EMA weights are then the exported refiner UNet.
+    refine_more: StageRecipe | None = None
     # The refiner's degraded inputs go through the base stage's VAE (`degrade.vae`: the base components' folder),
     # as the base stage's outputs do.
     refine_base_vae: bool = False
@@ -156,16 +159,17 @@ def _text() -> RecipeConfig:
     curriculum at the top of the schedule over clips that share their first frames: the four directions of 1, 8, 32,
     then 128 one-shape scenes, then all 16 direction combinations of 8, 32 and 128 two-shape scenes (section 7),
     each stage from the previous one's weights; then the base stage on all clips with half of its samples at
-    t >= 950; the refiner on posterior means too. At 32 px and 8 frames the curriculum's stages read the direction
-    word on all 24 held-out clips after 128 scenes (gap 0.43 at t = 999; `benchmarks/shapes_text_generalisation.py`,
-    these step counts); at 16 frames the same stages did not (a 16-frame UNet does not learn where the middle
-    frames sit in time: `benchmarks/shapes_frame_order.py`).
+    t >= 950; the refiner on posterior means too, then once more from its own weights (refine-2). At 32 px and 8
+    frames the curriculum's stages read the direction word on all 24 held-out clips after 128 scenes (gap 0.43 at
+    t = 999; `benchmarks/shapes_text_generalisation.py`, these step counts); at 16 frames the same stages did not
+    (a 16-frame UNet does not learn where the middle frames sit in time: `benchmarks/shapes_frame_order.py`).
 
-    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 125 minutes as recorded
-    on this project's 2-core machine with other jobs beside some stages, 86 minutes with those stages re-run alone
-    (`benchmarks/recipe_stage_times.py`, same weights bit for bit); direction accuracy on held-out one-shape clips
-    100 %, per shape of two 59 %; the refiner's figures in docs/tiny-shapes.md, section 9 (sections 6 to 8 for the
-    rest, section 10 for what the misses are made of)."""
+    The shipped model's recipe (`tiny-shapes`, called `tiny-shapes-text` before it shipped): 104 minutes on this
+    project's 2-core machine unloaded (the stages before refine-2 took 125 minutes as recorded with other jobs beside
+    some of them, 86 with those re-run alone: `benchmarks/recipe_stage_times.py`, same weights bit for bit; refine-2
+    18 minutes alone), over issue 11's 90 because the refiner's targets need refine-2 (docs/tiny-shapes.md, section
+    12); direction accuracy on held-out one-shape clips 100 %, per shape of two 59 %; the refiner's figures in
+    section 12 (sections 6 to 9 for the rest, sections 10 and 11 for what the misses are made of)."""
     cfg = RecipeConfig(output_dir="runs/tiny-shapes", num_frames=8)
     top = {"loss.t_top_share": 1.0, "loss.t_top_min": 970, "model.sample_posterior": False, "ema.enabled": False,
            "optim.min_lr_ratio": 1.0, "loss.drop_all": 0.0, "loss.drop_text": 0.0, "loss.drop_image": 0.0}
@@ -185,6 +189,9 @@ def _text() -> RecipeConfig:
         **cfg.refine.extra, "model.sample_posterior": False, "loss.t_max": 300, "loss.degraded_min_t": 100,
         "loss.degraded_prob": 1.0, "loss.t_top_share": 0.67, "loss.t_top_min": 100})
     cfg.refine_base_vae = True
+    # 1,500 more refine-stage steps from its EMA weights, another data order (docs/tiny-shapes.md, section 12)
+    cfg.refine_more = dataclasses.replace(cfg.refine, steps=1500, lr=5e-4, warmup=50,
+                                          extra={**cfg.refine.extra, "data.seed": cfg.seed + 1})
     return cfg
 
 
@@ -199,6 +206,7 @@ def _smoke() -> RecipeConfig:
                       for st in _text().curriculum[:2]]
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
+    cfg.refine_more = dataclasses.replace(cfg.refine, steps=2, lr=5e-4, extra={**cfg.refine.extra, "data.seed": 1})
     cfg.refine_base_vae = True
     return cfg
 
@@ -357,13 +365,14 @@ def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: L
 # =============================================================================================== UNets
 def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path,  # noqa: ANN201
                  base_components: Path | None = None):
-    """The `TrainConfig` of the t2i, curriculum-<i>, base or refine stage (t2i: the base UNet on one-frame clips);
-    `base_components`: the base stage's components folder, whose VAE degrades the refiner's inputs when the recipe
-    says so (`refine_base_vae`)."""
+    """The `TrainConfig` of the t2i, curriculum-<i>, base, refine or refine-2 stage (t2i: the base UNet on one-frame
+    clips); `base_components`: the base stage's components folder, whose VAE degrades the refiner's inputs when the
+    recipe says so (`refine_base_vae`)."""
     s = stage_recipe(cfg, stage)
-    size = cfg.refine_size if stage == "refine" else cfg.base_size
+    refine = stage.startswith("refine")
+    size = cfg.refine_size if refine else cfg.base_size
     changes: dict[str, Any] = {
-        "stage": "refine" if stage == "refine" else "base", "output_dir": str(out), "max_steps": s.steps,
+        "stage": "refine" if refine else "base", "output_dir": str(out), "max_steps": s.steps,
         "batch_size": s.batch, "seed": cfg.seed, "model.components": str(components),
         "model.unet_preset": s.unet_preset, "data.num_frames": 1 if stage == "t2i" else cfg.num_frames,
         "data.width": size, "data.height": size, "data.target_fps": FPS,
@@ -372,7 +381,7 @@ def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path,  # 
         "log.every": 50, "checkpoint.every": 500, "checkpoint.keep_last": 1,
         **s.extra,
     }
-    if stage == "refine":
+    if refine:
         changes.setdefault("loss.t_max", 600)  # the reference's SDEdit range unless the stage says otherwise
         if cfg.refine_base_vae and base_components is not None:
             changes["degrade.vae"] = str(base_components)
@@ -384,7 +393,7 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
         return SampleDataset(ShapesFramesDataset("train", cfg.train_clips, size=cfg.base_size,
                                                  num_frames=cfg.num_frames))
     s = stage_recipe(cfg, stage)
-    size = cfg.refine_size if stage == "refine" else cfg.base_size
+    size = cfg.refine_size if stage.startswith("refine") else cfg.base_size
     if s.scenes is not None:
         return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames,
                                                num_shapes=s.scene_shapes))
@@ -393,8 +402,8 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
 
 
 def stage_recipe(cfg: RecipeConfig, stage: str) -> StageRecipe:
-    """The settings of stage `stage`: t2i, curriculum-<i> (i from 0), base or refine."""
-    named = {"t2i": cfg.t2i, "base": cfg.base, "refine": cfg.refine,
+    """The settings of stage `stage`: t2i, curriculum-<i> (i from 0), base, refine or refine-2."""
+    named = {"t2i": cfg.t2i, "base": cfg.base, "refine": cfg.refine, "refine-2": cfg.refine_more,
              **{f"curriculum-{i}": st for i, st in enumerate(cfg.curriculum)}}
     if named.get(stage) is None:
         raise InputError(f"this recipe has no {stage} stage")
@@ -516,7 +525,7 @@ def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | N
 
 def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Path, Path]:
     stages = (("t2i", cfg.t2i), *((f"curriculum-{i}", st) for i, st in enumerate(cfg.curriculum)),
-              ("base", cfg.base), ("refine", cfg.refine))
+              ("base", cfg.base), ("refine", cfg.refine), ("refine-2", cfg.refine_more))
     for name, preset_name in ((n, st.unet_preset) for n, st in stages if st is not None):
         if preset_name not in UNET_PRESETS:
             raise InputError(f"{name}.unet_preset {preset_name!r} is not a UNet preset")
@@ -552,6 +561,10 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
                                                   spatial_only))
     refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log,
                                                       base_components=base_components))
+    if cfg.refine_more is not None:
+        refine_ckpt = timed("refine-2", functools.partial(
+            train_stage, cfg, "refine-2", components, out / "refine-2", log, stage_weights(refine_ckpt), False,
+            base_components=base_components))
     notes = {"recipe": cfg.to_dict(), "seconds": {k: round(v, 1) for k, v in timings.items()},
              "torch": torch.__version__, "threads": torch.get_num_threads()}
     folders = timed("export", lambda: export(cfg, components, base_components, base_ckpt, refine_ckpt,
