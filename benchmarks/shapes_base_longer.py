@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from i2vgen.io.atomic import atomic_dir
 from i2vgen.model_paths import resolve_model_path
 from i2vgen.models.loading import load_unet, save_unet
 from i2vgen.train import checkpoint as ckpt_io
@@ -59,11 +60,9 @@ def main() -> int:
         dst = args.output / ckpt.name
         if dst.exists():
             continue
-        tmp = args.output / f".{ckpt.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("unet"))
-        save_unet(load_unet(ckpt / "unet_ema"), tmp / "unet", format="diffusers")
-        tmp.rename(dst)
+        with atomic_dir(dst) as tmp:
+            shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("unet"), dirs_exist_ok=True)
+            save_unet(load_unet(ckpt / "unet_ema"), tmp / "unet", format="diffusers")
         print(f"wrote {dst}", file=sys.stderr)
     return 0
 

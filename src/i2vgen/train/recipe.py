@@ -363,13 +363,18 @@ def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: L
 
 
 # =============================================================================================== UNets
+def is_refine_stage(stage: str) -> bool:
+    """refine and refine-2 train the refiner UNet at `refine_size`; every other stage the base UNet."""
+    return stage.startswith("refine")
+
+
 def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path,  # noqa: ANN201
                  base_components: Path | None = None):
     """The `TrainConfig` of the t2i, curriculum-<i>, base, refine or refine-2 stage (t2i: the base UNet on one-frame
     clips); `base_components`: the base stage's components folder, whose VAE degrades the refiner's inputs when the
     recipe says so (`refine_base_vae`)."""
     s = stage_recipe(cfg, stage)
-    refine = stage.startswith("refine")
+    refine = is_refine_stage(stage)
     size = cfg.refine_size if refine else cfg.base_size
     changes: dict[str, Any] = {
         "stage": "refine" if refine else "base", "output_dir": str(out), "max_steps": s.steps,
@@ -393,7 +398,7 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
         return SampleDataset(ShapesFramesDataset("train", cfg.train_clips, size=cfg.base_size,
                                                  num_frames=cfg.num_frames))
     s = stage_recipe(cfg, stage)
-    size = cfg.refine_size if stage.startswith("refine") else cfg.base_size
+    size = cfg.refine_size if is_refine_stage(stage) else cfg.base_size
     if s.scenes is not None:
         return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames,
                                                num_shapes=s.scene_shapes))
@@ -495,6 +500,14 @@ def stage_weights(ckpt: Path) -> Path:
     return ckpt / "unet_ema" if (ckpt / "unet_ema").is_dir() else ckpt / "unet"
 
 
+def recipe_differences(saved: dict[str, Any], cfg: RecipeConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The fields in which the recipe `saved` (as `RecipeConfig.to_dict()` wrote it to JSON) differs from `cfg`,
+    threads, the output folder and `ignore` aside."""
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as saved
+    skip = {"threads", "output_dir", *ignore}
+    return sorted(k for k in set(saved) | set(now) if k not in skip and saved.get(k) != now.get(k))
+
+
 def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
     """A run folder continues only the recipe it was started with (threads and the folder's name aside)."""
     if not path.exists():
@@ -503,9 +516,7 @@ def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read {path}: {e}") from None
-    ignore = {"threads", "output_dir"}
-    now = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as saved
-    changed = sorted(k for k in set(saved) | set(now) if k not in ignore and saved.get(k) != now.get(k))
+    changed = recipe_differences(saved, cfg)
     if changed:
         raise InputError(f"{path.parent} holds a run of another recipe (differs in {', '.join(changed)}); "
                          f"choose a new --output-dir")
