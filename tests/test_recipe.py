@@ -127,6 +127,25 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert base.vae.downscale == 2
 
 
+def test_stage_fields_added_later_at_their_defaults_change_no_saved_recipe():
+    """A recipe saved before a `StageRecipe` field existed still matches when today's value is the default, and
+    differs when it is not; a base stage refuses the refiner-only source pairing."""
+    import dataclasses
+
+    from i2vgen.train.recipe import recipe, recipe_differences, stage_dataset
+
+    cfg = recipe("tiny-shapes")
+    saved = json.loads(json.dumps(cfg.to_dict()))
+    for stage in (saved["base"], saved["refine"], *saved["curriculum"]):
+        del stage["travel_error"], stage["colour_drift"], stage["source_prob"]
+    assert recipe_differences(saved, cfg) == []
+    changed = dataclasses.replace(cfg, refine=dataclasses.replace(cfg.refine, travel_error=1.0))
+    assert recipe_differences(saved, changed) == ["refine"]
+    bad = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, travel_error=1.0))
+    with pytest.raises(InputError, match="not a refiner stage"):
+        stage_dataset(bad, "base")
+
+
 def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(smoke_models, capsys):
     before = json.loads((smoke_models / "timings.json").read_text())
     assert main(["train-recipe", "smoke", "--output-dir", str(smoke_models), "--threads", "1"]) == 0

@@ -22,6 +22,8 @@ from i2vgen.shapes import (
     parse_prompt,
     render,
     split_seeds,
+    with_colour_drift,
+    with_travel_changes,
 )
 
 N_SEEDS = 600
@@ -201,6 +203,46 @@ def test_dataset_sample_layout_and_collate():
     assert torch.isnan(meta["centroids"][n:]).all()
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])  # variable shape counts still batch
     assert batch["frames"].shape == (4, 3, 16, 32, 32) and batch["meta"]["centroids"].shape == (4, 2, 16, 2)
+
+
+def test_sources_with_misplaced_shapes_and_drifting_colours_for_a_refiner():
+    """`with_travel_changes` moves each shape's last-frame position by its change along its direction (nothing at the
+    first frame); `with_colour_drift` blends each shape's colour toward another by a weight growing from 0 at the
+    first frame; `ShapesDataset(travel_error=..., colour_drift=...)` pairs a clip with such a source, drawn per seed,
+    with probability `source_prob` (else the clip itself)."""
+    clip = make_clip(7, size=32, num_frames=8, num_shapes=2)
+    moved = with_travel_changes(clip, [0.1, -0.05])
+    for k, (shape, change) in enumerate(zip(clip.shapes, (0.1, -0.05))):
+        step = np.asarray(DIRECTIONS[shape.direction], np.float32) * change * 32
+        np.testing.assert_allclose(moved.centroids[k, -1] - clip.centroids[k, -1], step, atol=0.15)
+        np.testing.assert_allclose(moved.centroids[k, 0], clip.centroids[k, 0], atol=1e-4)
+    assert moved.caption == clip.caption
+    with pytest.raises(InputError, match="travel changes"):
+        with_travel_changes(clip, [0.1])
+    one = make_clip(3, size=32, num_frames=5, num_shapes=1)
+    drifted = with_colour_drift(one, ["blue" if one.shapes[0].colour != "blue" else "red"], 0.5)
+    np.testing.assert_array_equal(drifted.frames[0], one.frames[0])
+    centre = np.rint(one.centroids[0, -1]).astype(int)  # (x, y)
+    target = np.asarray(COLOURS["blue" if one.shapes[0].colour != "blue" else "red"], np.float64)
+    shape_now = one.frames[-1, centre[1], centre[0]].astype(np.float64)
+    np.testing.assert_allclose(drifted.frames[-1, centre[1], centre[0]], (shape_now + target) / 2, atol=1)
+    background = (0, 0) if np.linalg.norm(one.centroids[0, -1]) > 8 else (31, 31)
+    assert np.array_equal(drifted.frames[:, background[1], background[0]], one.frames[:, background[1], background[0]])
+    with pytest.raises(InputError, match="colours"):
+        with_colour_drift(clip, ["red"], 0.5)
+    ds = ShapesDataset("train", 40, size=32, num_frames=4, travel_error=2 / 32, colour_drift=0.3, source_prob=0.5)
+    items = [ds[i] for i in range(40)]
+    changed = sum(not torch.equal(it["source_frames"], it["frames"]) for it in items)
+    assert 10 <= changed <= 30, changed
+    assert all(torch.equal(it["source_frames"], ds[i]["source_frames"]) for i, it in enumerate(items[:5]))
+    assert torch.equal(items[3]["frames"], ShapesDataset("train", 40, size=32, num_frames=4)[3]["frames"])
+    assert "source_frames" not in ShapesDataset("train", 4)[0]
+    same = ShapesDataset("train", 8, size=32, num_frames=4, colour_drift=0.3, source_prob=0.0)
+    assert all(torch.equal(same[i]["source_frames"], same[i]["frames"]) for i in range(8))
+    with pytest.raises(InputError, match="travel_error"):
+        ShapesDataset("train", 4, travel_error=-1.0)
+    with pytest.raises(InputError, match="colour_drift"):
+        ShapesDataset("train", 4, colour_drift=1.5)
 
 
 def test_directions_dataset_holds_every_direction_combination_of_a_scene():

@@ -378,6 +378,29 @@ def test_training_on_a_ready_made_sample_dataset_the_shapes_task(tmp_path_factor
     assert [r["step"] for r in rows] == ["1", "2"] and all(r["skipped"] == "0" for r in rows)
 
 
+def test_the_refiner_degrades_a_paired_source_when_the_dataset_gives_one(tmp_path_factory, tmp_path, monkeypatch):
+    """A dataset's "source_frames" (the shapes clips with misplaced shapes here) are what the refiner's objective
+    degrades; the clean target stays the clip's own frames."""
+    import i2vgen.train.trainer as trainer_mod
+    from i2vgen.shapes import ShapesDataset
+    from i2vgen.train.data import SampleDataset
+
+    shapes = ShapesDataset("train", length=4, size=16, num_frames=2, travel_error=0.3)
+    seen = []
+    real_degrade = trainer_mod.degrade
+    monkeypatch.setattr(trainer_mod, "degrade", lambda frames, *a, **k: seen.append(frames.clone())
+                        or real_degrade(frames, *a, **k))
+    cfg = tiny_config(tmp_path_factory, tmp_path / "run", "refine", **{
+        "data.sources": [], "max_steps": 1, "batch_size": 4, "log.text_probe_every": 0})
+    result = train(cfg, dataset=SampleDataset(shapes, cfg.data))
+    assert result.step == 1 and np.isfinite(result.losses[0])
+    sources = torch.stack([shapes[i]["source_frames"] for i in range(4)])  # (4, 3, 2, 16, 16)
+    frames = torch.stack([shapes[i]["frames"] for i in range(4)])
+    assert not torch.equal(sources, frames)
+    assert len(seen) == 1 and seen[0].shape == sources.shape
+    assert all(any(torch.equal(row, src) for src in sources) for row in seen[0])  # in the loader's order
+
+
 def test_timestep_skew_keeps_uniform_draws_and_moves_mass_to_high_noise():
     from i2vgen.train.config import LossConfig
     from i2vgen.train.trainer import sample_timesteps

@@ -251,6 +251,30 @@ def with_directions(clip: ShapesClip, directions: tuple[str, ...],
                                radii=radii)
 
 
+def with_travel_changes(clip: ShapesClip, changes: tuple[float, ...] | list[float]) -> ShapesClip:
+    """`clip` re-rendered with shape i's travel changed by `changes[i]` (a fraction of the side; the position error
+    grows linearly from 0 at the first frame, as a base stage's does). Its ground truth follows the new rendering."""
+    if len(changes) != len(clip.shapes):
+        raise InputError(f"{len(clip.shapes)} shape(s) need as many travel changes, got {len(changes)}")
+    shapes = tuple(dataclasses.replace(sh, travel=sh.travel + c) for sh, c in zip(clip.shapes, changes))
+    frames, centroids, radii = render(shapes, clip.background, size=clip.frames.shape[1],
+                                      num_frames=clip.frames.shape[0], gradient=clip.gradient)
+    return dataclasses.replace(clip, frames=frames, shapes=shapes, centroids=centroids, radii=radii)
+
+
+def with_colour_drift(clip: ShapesClip, colours: tuple[str, ...] | list[str], weight: float) -> ShapesClip:
+    """`clip` with shape i's colour blended toward the named colour `colours[i]`, by a weight growing linearly from 0
+    at the first frame to `weight` at the last (as a base stage's colours drift); shapes and ground truth unchanged."""
+    if len(colours) != len(clip.shapes):
+        raise InputError(f"{len(clip.shapes)} shape(s) need as many colours, got {len(colours)}")
+    shapes = tuple(dataclasses.replace(sh, colour=c) for sh, c in zip(clip.shapes, colours))
+    other = render(shapes, clip.background, size=clip.frames.shape[1], num_frames=clip.frames.shape[0],
+                   gradient=clip.gradient)[0]
+    w = weight * np.linspace(0.0, 1.0, clip.frames.shape[0], dtype=np.float32)[:, None, None, None]  # (F, 1, 1, 1)
+    frames = np.rint((1 - w) * clip.frames + w * other).astype(np.uint8)  # (F, H, W, 3)
+    return dataclasses.replace(clip, frames=frames)
+
+
 class DirectionsDataset(torch.utils.data.Dataset):
     """Every direction combination of `scenes` scenes with `num_shapes` shapes each (the first frames of
     `make_clip(seed, num_shapes=num_shapes)` for the first `scenes` seeds of `split`): 4 clips per one-shape scene,
@@ -412,10 +436,15 @@ def split_seeds(split: str, length: int) -> range:
     return range(SPLITS[split], SPLITS[split] + length)
 
 
+def frames_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float (3, F, H, W) in [-1, 1], the training data layout."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+
 def to_sample(clip: ShapesClip) -> dict[str, Any]:
     """A clip in the training data layout, plus "meta": its ground truth, padded to MAX_SHAPES shapes so that
     torch's default collate batches it (absent shapes: "" names and NaN coordinates)."""
-    frames = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, F, H, W) in [-1, 1]
+    frames = frames_tensor(clip.frames)  # (3, F, H, W)
     n, num_frames, size = len(clip.shapes), clip.frames.shape[0], clip.frames.shape[1]
     pad = [""] * (MAX_SHAPES - n)
     centroids = torch.full((MAX_SHAPES, num_frames, 2), float("nan"))
@@ -449,17 +478,42 @@ class ShapesDataset(torch.utils.data.Dataset):
     """Clips `split_seeds(split, length)`, rendered on the fly; item i is `to_sample(make_clip(seed_i, ...))`.
 
     The train and held-out splits use disjoint seed ranges (`SPLITS`). `clip_kwargs` go to `make_clip`.
+
+    `travel_error` or `colour_drift` > 0 pair every clip with a source clip for a refiner ("source_frames",
+    (3, F, H, W), see `i2vgen.train.trainer.refine_loss`): with probability `source_prob` the clip with each
+    shape's travel changed by N(0, travel_error) (a fraction of the side; `with_travel_changes`) and its colour
+    blended toward another named colour by a weight growing from 0 at the first frame to U(0, colour_drift) at the
+    last (`with_colour_drift`), otherwise the clip itself. The draws are fixed per seed. A refiner trained on such
+    pairs learns how far to trust what a base stage gets wrong: its shapes are off by up to a few pixels at the last
+    frame and drift in colour (docs/tiny-shapes.md, section 13).
     """
 
     def __init__(
-        self, split: str = "train", length: int = 10_000, *, size: int = 32, num_frames: int = 16, **clip_kwargs: Any
+        self, split: str = "train", length: int = 10_000, *, size: int = 32, num_frames: int = 16,
+        travel_error: float = 0.0, colour_drift: float = 0.0, source_prob: float = 1.0, **clip_kwargs: Any
     ) -> None:
+        if travel_error < 0 or not 0 <= colour_drift <= 1 or not 0 <= source_prob <= 1:
+            raise InputError(f"travel_error must be >= 0, colour_drift and source_prob in [0, 1], got "
+                             f"{travel_error}, {colour_drift}, {source_prob}")
         self.seeds = split_seeds(split, length)
         self.size, self.num_frames, self.clip_kwargs = size, num_frames, clip_kwargs
+        self.travel_error, self.colour_drift, self.source_prob = travel_error, colour_drift, source_prob
 
     def __len__(self) -> int:
         return len(self.seeds)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = make_clip(self.seeds[index], size=self.size, num_frames=self.num_frames, **self.clip_kwargs)
-        return to_sample(clip)
+        seed = self.seeds[index]
+        clip = make_clip(seed, size=self.size, num_frames=self.num_frames, **self.clip_kwargs)
+        sample = to_sample(clip)
+        if self.travel_error > 0 or self.colour_drift > 0:
+            rng = random.Random(f"source:{seed}")  # str seeds do not depend on PYTHONHASHSEED
+            source = clip
+            if rng.random() < self.source_prob:
+                if self.travel_error > 0:
+                    source = with_travel_changes(source, [rng.gauss(0.0, self.travel_error) for _ in clip.shapes])
+                if self.colour_drift > 0:
+                    others = [rng.choice(sorted(set(COLOURS) - {sh.colour})) for sh in clip.shapes]
+                    source = with_colour_drift(source, others, rng.uniform(0.0, self.colour_drift))
+            sample["source_frames"] = frames_tensor(source.frames)  # (3, F, H, W)
+        return sample

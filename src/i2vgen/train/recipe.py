@@ -97,6 +97,12 @@ class StageRecipe:
     # (`DirectionsDataset`: 4 clips per one-shape scene, 16 per two-shape scene)
     scenes: int | None = None
     scene_shapes: int = 1
+    # Refiner stages: pair each clip, with probability source_prob, with a source whose shapes' travel is off by
+    # N(0, travel_error) pixels at the base size and whose colours drift up to colour_drift of the way to another
+    # colour by the last frame (`ShapesDataset`; what the base stage gets wrong, docs/tiny-shapes.md section 13)
+    travel_error: float = 0.0
+    colour_drift: float = 0.0
+    source_prob: float = 1.0
 
 
 @dataclass
@@ -399,11 +405,15 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
                                                  num_frames=cfg.num_frames))
     s = stage_recipe(cfg, stage)
     size = cfg.refine_size if is_refine_stage(stage) else cfg.base_size
+    if (s.travel_error or s.colour_drift) and not is_refine_stage(stage):
+        raise InputError(f"travel_error and colour_drift pair clips with sources for a refiner; {stage} is not a "
+                         f"refiner stage")
     if s.scenes is not None:
         return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames,
                                                num_shapes=s.scene_shapes))
     return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames,
-                                       p_two_shapes=s.p_two_shapes))
+                                       p_two_shapes=s.p_two_shapes, travel_error=s.travel_error / cfg.base_size,
+                                       colour_drift=s.colour_drift, source_prob=s.source_prob))
 
 
 def stage_recipe(cfg: RecipeConfig, stage: str) -> StageRecipe:
@@ -505,7 +515,19 @@ def recipe_differences(saved: dict[str, Any], cfg: RecipeConfig, ignore: tuple[s
     threads, the output folder and `ignore` aside."""
     now = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as saved
     skip = {"threads", "output_dir", *ignore}
+    saved = {k: _stage_defaults_filled(v) for k, v in saved.items()}
     return sorted(k for k in set(saved) | set(now) if k not in skip and saved.get(k) != now.get(k))
+
+
+def _stage_defaults_filled(value: Any) -> Any:
+    """A saved stage (or list of stages) with the `StageRecipe` fields newer than it at their defaults: a field added
+    later at its default changes no recipe that was saved before it."""
+    if isinstance(value, list):
+        return [_stage_defaults_filled(v) for v in value]
+    if isinstance(value, dict) and "unet_preset" in value:
+        defaults = json.loads(json.dumps(dataclasses.asdict(StageRecipe("", 0, 0, 0.0))))
+        return {**{k: v for k, v in defaults.items() if k not in ("unet_preset", "steps", "batch", "lr")}, **value}
+    return value
 
 
 def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:

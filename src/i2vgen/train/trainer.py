@@ -6,7 +6,9 @@ One loop serves the base stage and the refiner; what differs is the loss of a ba
   the CLIP embedding and the latent of the clip's first frame and its fps, with condition dropout for guidance;
 - refine: the same objective, text-only, t ~ U{0..599}, where for t >= `loss.degraded_min_t` x_t is made (with
   probability `loss.degraded_prob`) from the latent of a degraded copy of the clip while the target stays the v that
-  leads to the clean clip (docs/training.md explains the choice).
+  leads to the clean clip (docs/training.md explains the choice); a dataset may pair each clip with a source clip of
+  the same shape ("source_frames", e.g. a base stage's output or a copy with misplaced shapes), which is then what
+  gets degraded.
 
 Around it: frozen VAE and CLIP encoders, AdamW with the spatial layers' learning rate scaled by gamma, warm-up then
 cosine, EMA, autocast, gradient accumulation and checkpointing, LoRA, DDP or FSDP2 across processes
@@ -268,7 +270,8 @@ def refine_loss(model: nn.Module, frozen: Frozen, batch: dict[str, Any], null_te
     loss_cfg, vae_gen = cfg.loss, gen if cfg.model.sample_posterior else None
     with torch.no_grad():
         z0, _ = encode_clips(frozen, batch, vae_gen, device, cache)  # (B, 4, F, h, w): the clean, high-res target
-        low = degrade(batch["frames"].to(device), cfg.degrade, gen, frozen.degrade_vae)  # (B, 3, F, H, W)
+        source = batch.get("source_frames", batch["frames"])  # (B, 3, F, H, W): paired source, else the clip
+        low = degrade(source.to(device), cfg.degrade, gen, frozen.degrade_vae)  # (B, 3, F, H, W)
         z_low = encode_posterior_sample(frozen.vae, low, vae_gen)  # (B, 4, F, h, w)
         text = encode_captions(frozen.text, batch["captions"], cfg, device, cache)  # (B, 77, D)
         text, _ = drop_conditions(text, None, null_text, loss_cfg, gen)
