@@ -15,7 +15,8 @@ The oracles see the truth, so they bound what a refiner could win from colour an
 say in which direction PSNR pushes a refiner on each input. `positions` adds how far the base stage's shapes are from
 the true ones: the colour tracker of `i2vgen.eval` on the base output and on the true 32 px clip, the centroid
 distance by frame (32 px frames) for shapes tracked in every frame of both, and each shape's travel along its
-prompted direction as a share of the true travel. docs/tiny-shapes.md, section 10.
+prompted direction as a share of the true travel; `colours` how far the shapes' colours are from the true ones by frame
+(section 13). docs/tiny-shapes.md, section 10.
 """
 
 from __future__ import annotations
@@ -99,6 +100,36 @@ def positions(clips: list[tuple]) -> dict:
             "travel_ratio_quartiles": np.percentile(ratios, [25, 75]).round(3).tolist()}
 
 
+def core_colour(video: np.ndarray, centroids: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """(F, 3) mean colour (0-255) of the pixels within half the radius of each frame's centroid (x, y)."""
+    ys, xs = np.mgrid[: video.shape[1], : video.shape[2]]
+    out = []
+    for frame, (cx, cy), r in zip(video.astype(np.float64), centroids, radii):
+        near = (xs - cx) ** 2 + (ys - cy) ** 2 <= max(0.5 * r, 1.0) ** 2
+        out.append(frame[near].mean(axis=0))
+    return np.array(out)
+
+
+def colours(clips: list[tuple], inputs: dict[str, list[np.ndarray]]) -> dict:
+    """How far each input's shape colour is from the true one, by frame: the mean colour of the shape's core (half
+    its true radius around where the colour tracker finds it in that input) against the true clip's core, mean
+    absolute difference over RGB in levels (0-255); shapes the tracker finds in every frame of both."""
+    out = {}
+    for kind, videos in inputs.items():
+        errors = []
+        for (lo, _, _), video in zip(clips, videos):
+            video = video if video.dtype == np.uint8 else np.round(video * 255).astype(np.uint8)
+            for k, shape in enumerate(lo.shapes):
+                (cb, nb), (ct, nt) = (ev.track_colours(v, [shape.colour])[shape.colour] for v in (video, lo.frames))
+                if ((nb >= 2) & (nt >= 2)).sum() < len(nb):
+                    continue
+                truth = core_colour(lo.frames, ct, lo.radii[k])
+                errors.append(np.abs(core_colour(video, cb, lo.radii[k]) - truth).mean(axis=1))  # (F,)
+        out[kind] = {"shapes_tracked": len(errors),
+                     "core_colour_error_by_frame": np.mean(errors, axis=0).round(2).tolist()}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="tiny-shapes")
@@ -129,6 +160,7 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     where = positions(clips)
+    where["colours"] = colours(clips, inputs)
     print(json.dumps(where), flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps({"n": args.n, "start": args.start, "base": args.base, "rows": rows,
