@@ -1,4 +1,4 @@
-"""Does a refiner trained on sources with misplaced shapes beat bicubic on the cascade's outputs?
+"""Does a refiner trained on misplaced shapes or drifting colours beat bicubic on the cascade's outputs?
 
 Run: `.venv/bin/python benchmarks/shapes_refiner_travel_error.py --error 2.1 --prob 1.0 -o runs/travel-a
       [--from runs/tiny-shapes-5] [--threads 1]`, then score `-o`'s refiner folder with
@@ -10,9 +10,10 @@ outputs, whose shapes are off by 1.7 px at the last frame: true clips misplaced 
 refiner sharpens an edge where it sees one; under position error the best estimate of the true clip is less sharp
 where the position is uncertain. This trains the recipe's refine-2 stage again from the refine stage's weights,
 with each training clip's degraded source rendered with every shape's travel changed by N(0, --error) pixels at 32
-px (with probability --prob; the recipe's `StageRecipe.travel_error`), through the recipe itself: `-o` is a copy of
-the finished run `--from` (hard links) without its refine-2 stage, and `run_recipe` trains refine-2 there and
-exports both folders into it. docs/tiny-shapes.md, section 13.
+px and/or its colour drifting up to --colour of the way to another by the last frame (with probability --prob;
+the recipe's `StageRecipe.travel_error`, `colour_drift` and `source_prob`), through the recipe itself: `-o` is a
+copy of the finished run `--from` (hard links) without its refine-2 stage, and `run_recipe` trains refine-2 there
+and exports both folders into it. docs/tiny-shapes.md, section 13.
 """
 
 from __future__ import annotations

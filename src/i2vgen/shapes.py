@@ -245,10 +245,15 @@ def with_directions(clip: ShapesClip, directions: tuple[str, ...],
         raise InputError(f"{len(clip.shapes)} shape(s) need as many directions (and starts), got {directions}")
     shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i])
                    for i, (sh, d) in enumerate(zip(clip.shapes, directions)))
+    return dataclasses.replace(_rerendered(clip, shapes), caption=caption(shapes))
+
+
+def _rerendered(clip: ShapesClip, shapes: tuple[Shape, ...]) -> ShapesClip:
+    """`clip` with `shapes` drawn on its background at its size and frame count; ground truth to match, caption
+    kept."""
     frames, centroids, radii = render(shapes, clip.background, size=clip.frames.shape[1],
                                       num_frames=clip.frames.shape[0], gradient=clip.gradient)
-    return dataclasses.replace(clip, frames=frames, caption=caption(shapes), shapes=shapes, centroids=centroids,
-                               radii=radii)
+    return dataclasses.replace(clip, frames=frames, shapes=shapes, centroids=centroids, radii=radii)
 
 
 def with_travel_changes(clip: ShapesClip, changes: tuple[float, ...] | list[float]) -> ShapesClip:
@@ -257,9 +262,7 @@ def with_travel_changes(clip: ShapesClip, changes: tuple[float, ...] | list[floa
     if len(changes) != len(clip.shapes):
         raise InputError(f"{len(clip.shapes)} shape(s) need as many travel changes, got {len(changes)}")
     shapes = tuple(dataclasses.replace(sh, travel=sh.travel + c) for sh, c in zip(clip.shapes, changes))
-    frames, centroids, radii = render(shapes, clip.background, size=clip.frames.shape[1],
-                                      num_frames=clip.frames.shape[0], gradient=clip.gradient)
-    return dataclasses.replace(clip, frames=frames, shapes=shapes, centroids=centroids, radii=radii)
+    return _rerendered(clip, shapes)
 
 
 def with_colour_drift(clip: ShapesClip, colours: tuple[str, ...] | list[str], weight: float) -> ShapesClip:
@@ -268,8 +271,7 @@ def with_colour_drift(clip: ShapesClip, colours: tuple[str, ...] | list[str], we
     if len(colours) != len(clip.shapes):
         raise InputError(f"{len(clip.shapes)} shape(s) need as many colours, got {len(colours)}")
     shapes = tuple(dataclasses.replace(sh, colour=c) for sh, c in zip(clip.shapes, colours))
-    other = render(shapes, clip.background, size=clip.frames.shape[1], num_frames=clip.frames.shape[0],
-                   gradient=clip.gradient)[0]
+    other = _rerendered(clip, shapes).frames  # (F, H, W, 3)
     w = weight * np.linspace(0.0, 1.0, clip.frames.shape[0], dtype=np.float32)[:, None, None, None]  # (F, 1, 1, 1)
     frames = np.rint((1 - w) * clip.frames + w * other).astype(np.uint8)  # (F, H, W, 3)
     return dataclasses.replace(clip, frames=frames)

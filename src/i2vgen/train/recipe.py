@@ -374,14 +374,18 @@ def is_refine_stage(stage: str) -> bool:
     return stage.startswith("refine")
 
 
+def stage_size(cfg: RecipeConfig, stage: str) -> int:
+    """The side in pixels of the clips stage `stage` trains on."""
+    return cfg.refine_size if is_refine_stage(stage) else cfg.base_size
+
+
 def stage_config(cfg: RecipeConfig, stage: str, components: Path, out: Path,  # noqa: ANN201
                  base_components: Path | None = None):
     """The `TrainConfig` of the t2i, curriculum-<i>, base, refine or refine-2 stage (t2i: the base UNet on one-frame
     clips); `base_components`: the base stage's components folder, whose VAE degrades the refiner's inputs when the
     recipe says so (`refine_base_vae`)."""
     s = stage_recipe(cfg, stage)
-    refine = is_refine_stage(stage)
-    size = cfg.refine_size if refine else cfg.base_size
+    refine, size = is_refine_stage(stage), stage_size(cfg, stage)
     changes: dict[str, Any] = {
         "stage": "refine" if refine else "base", "output_dir": str(out), "max_steps": s.steps,
         "batch_size": s.batch, "seed": cfg.seed, "model.components": str(components),
@@ -404,7 +408,7 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
         return SampleDataset(ShapesFramesDataset("train", cfg.train_clips, size=cfg.base_size,
                                                  num_frames=cfg.num_frames))
     s = stage_recipe(cfg, stage)
-    size = cfg.refine_size if is_refine_stage(stage) else cfg.base_size
+    size = stage_size(cfg, stage)
     if (s.travel_error or s.colour_drift) and not is_refine_stage(stage):
         raise InputError(f"travel_error and colour_drift pair clips with sources for a refiner; {stage} is not a "
                          f"refiner stage")
@@ -525,8 +529,10 @@ def _stage_defaults_filled(value: Any) -> Any:
     if isinstance(value, list):
         return [_stage_defaults_filled(v) for v in value]
     if isinstance(value, dict) and "unet_preset" in value:
-        defaults = json.loads(json.dumps(dataclasses.asdict(StageRecipe("", 0, 0, 0.0))))
-        return {**{k: v for k, v in defaults.items() if k not in ("unet_preset", "steps", "batch", "lr")}, **value}
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(StageRecipe)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        return {**json.loads(json.dumps(defaults)), **value}
     return value
 
 
