@@ -12,7 +12,9 @@ lowest of all 16 direction combinations (chance 6 %) and, per shape, whether its
 the other shape's word kept true (`two_first`, `two_second`: binding). Writes probes.json into `-o`. Stages already
 trained in `-o` are not trained again, nor probed again when probes.json has their row (copy a run's
 curriculum-<i> folders there to go on from them). docs/tiny-shapes.md
-(sections 4 and 7) quotes it.
+(sections 4 and 7) quotes it. `--recipe tiny-shapes-bound --components RUN/components-base -o RUN` probes the
+curriculum of a finished `train-recipe` run whose base stage reads another text encoder (section 14); only finished
+stages, or it trains the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from i2vgen import shapes
 from i2vgen.model_paths import local_model_path
+from i2vgen.models.encoders import TextEncoder
 from i2vgen.models.loading import load_unet
 from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.shapes_eval import text_use
@@ -39,10 +42,14 @@ def main() -> int:
     p.add_argument("--stages", type=int, default=None, help="run only the first N curriculum stages")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default="runs/curriculum")
+    p.add_argument("--recipe", default="tiny-shapes")
+    p.add_argument("--components", default=None,
+                   help="the frozen parts the stages train on and whose text encoder the probe reads (default: the "
+                        "shipped folder's)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = recipe("tiny-shapes")
-    components = local_model_path("tiny-shapes")
+    cfg = recipe(args.recipe)
+    components = Path(args.components) if args.components else local_model_path("tiny-shapes")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     held = [shapes.make_clip(s, num_frames=cfg.num_frames) for s in shapes.split_seeds("heldout", 80)]
@@ -57,8 +64,9 @@ def main() -> int:
         if name in done:  # probed by an earlier run
             rows.append(done[name])
             continue
-        base = I2VGenPipeline.from_pretrained(components)
+        base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
         base.unet = load_unet(init).eval()
+        base.text_encoder = TextEncoder.from_model_folder(components)
         probes = [text_use(base, c, seed=k, timesteps=(999, 950)) for k, c in enumerate(one)]
         binding = [text_use(base, c, seed=k, timesteps=(999,), max_shapes=2, repeats=1) for k, c in enumerate(two)]
         row = {"stage": name, "scenes": cfg.curriculum[i].scenes, "scene_shapes": cfg.curriculum[i].scene_shapes,

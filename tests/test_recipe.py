@@ -125,6 +125,15 @@ def test_smoke_recipe_writes_loadable_model_folders(smoke_models):
     assert refined.shape == (1, 4, 64, 64, 3)
     # each stage has its own VAE: downscale 2 for the base (32 px -> 16x16), 4 for the refiner (64 px -> 16x16)
     assert base.vae.downscale == 2
+    # `text_bind`: the base folder's text encoder was fine-tuned, the refiner's is the components' one
+    from safetensors.torch import load_file
+
+    def text_weights(folder):
+        return load_file(str(folder / "text_encoder" / "model.safetensors"))
+
+    shared, bound = text_weights(smoke_models / "components"), text_weights(base_dir)
+    assert bound.keys() == shared.keys() and not all(torch.equal(bound[k], shared[k]) for k in shared)
+    assert all(torch.equal(text_weights(refiner_dir)[k], shared[k]) for k in shared)
 
 
 def test_stage_fields_added_later_at_their_defaults_change_no_saved_recipe():

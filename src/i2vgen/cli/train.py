@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # = i2vgen.train.config.PRESETS and i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch (a test
 # checks they agree)
 PRESET_NAMES = ("i2vgen-xl-base", "i2vgen-xl-finetune", "i2vgen-xl-refine", "tiny", "tiny-refine")
-RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i")
+RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i", "tiny-shapes-bound")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,7 +62,8 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
     r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 (the first "
-                                                        "shipped model) and tiny-shapes-t2i (issue 11's experiments, "
+                                                        "shipped model), tiny-shapes-t2i and tiny-shapes-bound (issue 11's "
+                                                        "experiments, "
                                                         "docs/tiny-shapes.md); smoke (seconds)")
     r.add_argument("--output-dir", "-o", default=None, help="run folder (default runs/<recipe>)")
     r.add_argument("--export", default=None, metavar="DIR",

@@ -174,7 +174,10 @@ class TextEncoder(nn.Module):
     def encode(self, prompts: str | Sequence[str]) -> Tensor:
         """Prompts -> (B, L, D) context (L = `context_length`, 77 for CLIP): hidden state of the penultimate
         layer, then the final layer norm."""
-        ids = self.tokenize(prompts).to(self.model.device)  # (B, L)
+        return self.encode_ids(self.tokenize(prompts).to(self.model.device))
+
+    def encode_ids(self, ids: Tensor) -> Tensor:
+        """Token ids (B, L), as `tokenize` gives them -> (B, L, D): what `encode` returns for their prompts."""
         # No attention mask: CLIP's causal mask already keeps padding out of the real tokens (as VGen and diffusers).
         out = self.model(input_ids=ids, output_hidden_states=True)
         hidden = out.hidden_states[-2]  # (B, L, D); hidden_states[0] is the embedding output

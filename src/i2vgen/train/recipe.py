@@ -106,6 +106,18 @@ class StageRecipe:
 
 
 @dataclass
+class TextBindRecipe:
+    """The base stage's text encoder fine-tuned to bind each clause's words (`i2vgen.train.text_bind`): `steps` of
+    `batch` captions drawn from the first `captions` train clips, AdamW at `lr`, the keep loss weighted `keep`."""
+
+    steps: int = 1000
+    batch: int = 64
+    lr: float = 1e-3
+    keep: float = 1.0
+    captions: int = 20_000
+
+
+@dataclass
 class RecipeConfig:
     output_dir: str = "runs/tiny-shapes"
     seed: int = 0
@@ -134,6 +146,10 @@ class RecipeConfig:
     # Optional: the refine stage once more ("refine-2"), all of the refiner UNet from the refine stage's EMA weights,
     # with a fresh warm-up and cosine; its EMA weights are then the exported refiner UNet.
     refine_more: StageRecipe | None = None
+    # Optional: the base stage's text encoder (components-base/text_encoder, and the exported base folder's) fine-tuned
+    # to bind each direction word to its own shape before any base UNet stage reads it; the refiner keeps the
+    # components' encoder.
+    text_bind: TextBindRecipe | None = None
     # The refiner's degraded inputs go through the base stage's VAE (`degrade.vae`: the base components' folder),
     # as the base stage's outputs do.
     refine_base_vae: bool = False
@@ -201,6 +217,14 @@ def _text() -> RecipeConfig:
     return cfg
 
 
+def _bound() -> RecipeConfig:
+    """The shipped recipe with the base stage's text encoder fine-tuned to bind each direction word to its own shape
+    before the curriculum (`text_bind`; docs/tiny-shapes.md, section 14)."""
+    cfg = _text()
+    cfg.output_dir, cfg.text_bind = "runs/tiny-shapes-bound", TextBindRecipe()
+    return cfg
+
+
 def _smoke() -> RecipeConfig:
     """A few steps of everything, the optional stages included (tests, and a first look at the commands)."""
     cfg = _t2i_experiment()
@@ -214,6 +238,7 @@ def _smoke() -> RecipeConfig:
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
     cfg.refine_more = dataclasses.replace(cfg.refine, steps=2, lr=5e-4, extra={**cfg.refine.extra, "data.seed": 1})
     cfg.refine_base_vae = True
+    cfg.text_bind = TextBindRecipe(steps=2, batch=4, captions=16)
     return cfg
 
 
@@ -224,7 +249,8 @@ def _v1() -> RecipeConfig:
 
 
 RECIPES: dict[str, Callable[[], RecipeConfig]] = {"tiny-shapes": _text, "tiny-shapes-v1": _v1,
-                                                   "tiny-shapes-t2i": _t2i_experiment, "smoke": _smoke}
+                                                   "tiny-shapes-t2i": _t2i_experiment, "tiny-shapes-bound": _bound,
+                                                   "smoke": _smoke}
 
 
 def recipe(name: str) -> RecipeConfig:
@@ -357,15 +383,35 @@ def write_components(cfg: RecipeConfig, dst: Path, log: Log) -> Path:
 
 
 def write_base_components(cfg: RecipeConfig, components: Path, dst: Path, log: Log) -> Path:
-    """The base stage's frozen parts: those of `components` with the base stage's own VAE in vae/."""
+    """The base stage's frozen parts: those of `components` with the base stage's own VAE in vae/ and, when the
+    recipe says so (`text_bind`), its text encoder fine-tuned to bind."""
     with atomic_dir(dst) as tmp:
         tmp = Path(tmp)
         for part in ("tokenizer", "text_encoder", "image_encoder"):
             shutil.copytree(components / part, tmp / part)
+        if cfg.text_bind is not None:
+            bind_text(cfg, tmp, log)
         t0 = time.perf_counter()
         train_vae(cfg, cfg.base_vae, log).save_pretrained(tmp / "vae")
         log(f"base vae trained in {time.perf_counter() - t0:.0f} s")
     return dst
+
+
+def bind_text(cfg: RecipeConfig, folder: Path, log: Log) -> None:
+    """Fine-tune `folder`'s text_encoder/ in place to bind (`cfg.text_bind`)."""
+    from i2vgen.models.encoders import TextEncoder
+    from i2vgen.train.text_bind import bind_text_encoder
+
+    b = cfg.text_bind
+    t0 = time.perf_counter()
+    encoder = TextEncoder.from_model_folder(folder)
+    clips = [make_clip(s, size=8, num_frames=2) for s in split_seeds("train", min(b.captions, cfg.train_clips))]
+    bind_text_encoder(encoder, clips, steps=b.steps, batch=b.batch, lr=b.lr, keep=b.keep, seed=cfg.seed + 200,
+                      log=log)
+    shutil.rmtree(folder / "text_encoder")
+    with quiet_transformers():
+        encoder.model.save_pretrained(folder / "text_encoder")
+    log(f"text encoder bound in {time.perf_counter() - t0:.0f} s")
 
 
 # =============================================================================================== UNets
