@@ -62,9 +62,9 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
     r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 (the first "
-                                                        "shipped model), tiny-shapes-t2i and tiny-shapes-bound (issue 11's "
-                                                        "experiments, "
-                                                        "docs/tiny-shapes.md); smoke (seconds)")
+                                                        "shipped model); tiny-shapes-t2i and tiny-shapes-bound "
+                                                        "(issue 11's experiments, docs/tiny-shapes.md); smoke "
+                                                        "(seconds)")
     r.add_argument("--output-dir", "-o", default=None, help="run folder (default runs/<recipe>)")
     r.add_argument("--export", default=None, metavar="DIR",
                    help="write the two model folders here (default: the run folder), e.g. src/i2vgen/assets")

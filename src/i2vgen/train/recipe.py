@@ -7,7 +7,8 @@ Five stages, each resumable (a finished stage is skipped when the recipe runs ag
    encoders frozen at a fixed random initialisation (docs/tiny-shapes.md measures what they give), and the
    refiner's diffusers `AutoencoderKL` (downscale 4) trained on shapes frames, then re-parametrised so that its
    scaled latents (x 0.18215, the constant every loader uses) have unit variance;
-2. base_components: the base stage's own AutoencoderKL (downscale 2, 32 px frames), trained the same way;
+2. base_components: the base stage's own AutoencoderKL (downscale 2, 32 px frames), trained the same way (and, in
+   recipes with `text_bind`, the base stage's text encoder fine-tuned to bind each direction word to its shape);
 3. base: the I2VGen-XL base UNet (scaled down) at `base_size` pixels with `i2vgen.train.train` on `ShapesDataset`;
 4. refine: the refiner UNet at `refine_size` pixels, trained on degraded copies of the same clips;
 5. export: two model folders in the real models' layouts, `tiny-shapes/` (base: model_index.json, unet/, vae/,
