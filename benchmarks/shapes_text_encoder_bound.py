@@ -1,8 +1,8 @@
 """Does a text encoder that binds let the tiny base UNet move the second shape the way its word says?
 
 Run: `.venv/bin/python benchmarks/shapes_text_encoder_bound.py bind -o runs/bound-text` (the text encoder, a minute),
-then `... train --arm frozen|bound --text runs/bound-text -o F.json --save DIR` (one arm; run the two side by side at
-one thread each).
+then `... train --arm frozen|bound|attend [--text runs/bound-text] -o F.json --save DIR` (one arm; run two side by
+side at one thread each).
 
 A controlled experiment for docs/tiny-shapes.md, section 14. Section 7 found that the shipped text encoder does not
 bind: its second direction word's state tells the first shape's colour (77 %) better than its own (55 %), because the
@@ -18,7 +18,9 @@ error) so that a UNet's learnt reading of the words survives. It reports the lin
 `train` continues the shipped base UNet (its EMA weights) with the base stage's own recipe (all clips, half of the
 samples at t >= 950, posterior means, batch 2; AdamW at `--lr` after a short warm-up, EMA 0.999 from the shipped
 EMA) for `--steps`, the arms differing only in the text encoder the UNet reads: `frozen` the shipped one, `bound`
-the fine-tuned one (also frozen). Every `--probe-every` steps, on the EMA weights: the binding probe of
+the fine-tuned one (also frozen); `attend` reads the shipped one and adds `AttendLoss` (`--attend-weight` times a
+loss that rewards each shape's place for attending to its own clause's direction word: can the UNet route when told
+to?). Every `--probe-every` steps, on the EMA weights: the binding probe of
 `shapes_text_encoder_joint.py` (held-out two-shape clips at t = 999: per shape, whether its own direction word beats
 its other three with the other shape's word kept true; chance 25 %) and the one-shape probe. `--save` writes the
 arm's EMA UNet and its text encoder for `i2vgen eval-shapes`.
@@ -91,6 +93,53 @@ def bind(args: argparse.Namespace) -> int:
     return 0
 
 
+class AttendLoss:
+    """Arm `attend`: a loss that rewards routing in the 8x8 cross-attention layers (down_blocks.1 and the middle,
+    where `shapes_cross_attention.py` finds the heads that read the direction words). For each two-shape clip of a
+    batch, at frame 0 and the latent position of each shape's centre, the head-mean attention to its own clause's
+    direction word against the other clause's: -log(w_own / (w_own + w_other)), averaged over shapes and layers.
+    A design aid outside I2VGen-XL, to learn whether the UNet can route at all when told to."""
+
+    LAYERS = ("down_blocks.1.attentions.0", "mid_block.attentions.0")
+
+    def __init__(self, unet: torch.nn.Module, text: TextEncoder) -> None:
+        self.text, self.weights = text, []
+        for name in self.LAYERS:
+            unet.get_submodule(name).transformer_blocks[0].attn2.register_forward_hook(self._hook)
+        self.active = False
+
+    def _hook(self, attn: torch.nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+        if not self.active:
+            return
+        x, context, num_frames = inputs  # x: (B*F, L, C); context: (B, S, D)
+        q = attn.to_q(x[::num_frames]).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # frame 0: (B, h, L, d)
+        k = attn.to_k(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, S, d)
+        self.weights.append(torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1).mean(1))  # (B, L, S)
+
+    def start(self, batch: dict) -> None:
+        meta = batch["meta"]
+        self.clips = [shapes.make_clip(int(s), size=8, num_frames=2) for s in meta["seed"]]
+        self.centroids, self.size = meta["centroids"], batch["frames"].shape[-1]  # (B, 2, F, 2) pixels
+        self.weights, self.active = [], True
+
+    def finish(self) -> torch.Tensor:
+        self.active = False
+        _, sites = clause_sites(self.text, self.clips)
+        terms = []
+        for w in self.weights[:len(self.LAYERS)]:  # the forward pass's layers, not the probe's
+            side = round(w.shape[1] ** 0.5)
+            for b, site in enumerate(sites):
+                if len(site) != 2:
+                    continue
+                words = [site[0][0], site[1][0]]
+                for i in range(2):
+                    cx, cy = (self.centroids[b, i, 0] + 0.5).tolist()
+                    pos = min(int(cy * side / self.size), side - 1) * side + min(int(cx * side / self.size), side - 1)
+                    own, other = w[b, pos, words[i]], w[b, pos, words[1 - i]]
+                    terms.append(-torch.log(own / (own + other + 1e-8) + 1e-8))
+        return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
 def train(args: argparse.Namespace) -> int:
     from shapes_text_encoder_joint import probe
 
@@ -126,9 +175,10 @@ def train(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = make_dataloader(stage_dataset(rcfg, "base"), cfg.batch_size, shuffle=True, seed=cfg.data.seed,
                              drop_last=True)
+    routing = AttendLoss(unet, text) if args.arm == "attend" else None
     rows = [{"arm": args.arm, "step": 0, **probe(base, one, two, with_one=True)}]
     print(json.dumps(rows[-1]), flush=True)
-    step, t0, losses = 0, time.perf_counter(), []
+    step, t0, losses, attend_losses = 0, time.perf_counter(), [], []
     while step < args.steps:
         for batch in loader:
             unet.train()
@@ -143,7 +193,13 @@ def train(args: argparse.Namespace) -> int:
 
             for g in opt.param_groups:
                 g["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            if routing is not None:
+                routing.start(batch)
             loss, _ = v_loss(net, z0, schedule, generator=gen, offset_noise=cfg.loss.offset_noise, t=t)
+            if routing is not None:
+                extra = routing.finish()
+                attend_losses.append(extra.item())
+                loss = loss + args.attend_weight * extra
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.optim.max_grad_norm)
             opt.step()
@@ -153,6 +209,7 @@ def train(args: argparse.Namespace) -> int:
             losses.append(loss.item())
             if step % args.probe_every == 0 or step == args.steps:
                 rows.append({"arm": args.arm, "step": step, "loss": float(np.mean(losses[-100:])),
+                             **({"attend_loss": float(np.mean(attend_losses[-100:]))} if attend_losses else {}),
                              "seconds": round(time.perf_counter() - t0),
                              **probe(base, one, two, with_one=step == args.steps)})
                 print(json.dumps(rows[-1]), flush=True)
@@ -174,7 +231,8 @@ def main() -> int:
     b.add_argument("-o", "--output", required=True, help="folder for text_encoder/, tokenizer/ and bind.json")
     b.set_defaults(func=bind)
     t = sub.add_parser("train", help="continue the shipped base UNet with one text encoder")
-    t.add_argument("--arm", choices=("frozen", "bound"), required=True)
+    t.add_argument("--arm", choices=("frozen", "bound", "attend"), required=True)
+    t.add_argument("--attend-weight", type=float, default=0.1, help="arm attend: the routing loss's weight")
     t.add_argument("--text", default=None, help="the `bind` output folder (arm bound)")
     t.add_argument("--steps", type=int, default=1500)
     t.add_argument("--lr", type=float, default=5e-4)
