@@ -32,6 +32,21 @@ from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.train.text_bind import clause_sites
 
 
+def cross_attention_weights(attn: torch.nn.Module, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The attention weights of a cross-attention module (`blocks.Attention`) for queries from `x` (B, L, C) (one frame
+    per video) over `context` (B, S, D): softmax(q k^T / sqrt(d)) -> (B, heads, L, S), with gradients."""
+    q = attn.to_q(x).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
+    k = attn.to_k(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, S, d)
+    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+
+
+def place(centroid: list[float], side: int, size: int) -> int:
+    """A shape's centre (x, y) in pixels of a size x size frame (pixel centres at integers) -> the index of the
+    latent position that holds it in a side x side layer (row-major)."""
+    x, y = (c + 0.5 for c in centroid)
+    return min(int(y * side / size), side - 1) * side + min(int(x * side / size), side - 1)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-shapes")
@@ -53,16 +68,13 @@ def main() -> int:
 
     layers = [(name, m.transformer_blocks[0].attn2) for name, m in unet.named_modules()
               if isinstance(m, SpatialTransformer)]
-    captured: dict[str, tuple[torch.Tensor, int, int]] = {}
+    captured: dict[str, tuple[torch.Tensor, int]] = {}
 
     def hook(name: str) -> object:
         def fn(attn: torch.nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
             x, context = inputs[:2]  # x: (B*F, H*W, C), the normed queries' input; context: (B, S, D)
             side = round(x.shape[1] ** 0.5)
-            q = attn.to_q(x[:1]).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # frame 0: (1, h, L, d)
-            k = attn.to_k(context[:1]).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (1, h, S, d)
-            w = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # (1, h, L, S)
-            captured[name] = (w[0], side, side)
+            captured[name] = (cross_attention_weights(attn, x[:1], context[:1])[0], side)  # frame 0: (h, L, S)
         return fn
 
     handles = [m.register_forward_hook(hook(name)) for name, m in layers]
@@ -85,13 +97,12 @@ def main() -> int:
             unet(x_t, torch.full((1,), 999.0), encoder_hidden_states=text, image_embeds=image,
                  first_frame_latent=z0[:, :, 0], fps=torch.full((1,), 8))
         size = clip.frames.shape[1]
-        for name, (w, hgt, wid) in captured.items():
+        for name, (w, side) in captured.items():
             m = np.zeros((w.shape[0], 2, 2))  # (heads, shape i, word j)
             for i in range(2):
-                cx, cy = clip.centroids[i, 0] + 0.5  # pixel centres at integers -> fractions of the side
-                row, col = min(int(cy * hgt / size), hgt - 1), min(int(cx * wid / size), wid - 1)
+                pos = place(clip.centroids[i, 0].tolist(), side, size)
                 for j in range(2):
-                    m[:, i, j] = w[:, row * wid + col, words[j]].numpy()
+                    m[:, i, j] = w[:, pos, words[j]].numpy()
             sums[name] = sums.get(name, 0) + m
         counted += 1
     for h in handles:

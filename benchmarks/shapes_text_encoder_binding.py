@@ -24,6 +24,7 @@ import torch
 from i2vgen.model_paths import local_model_path
 from i2vgen.models.encoders import TextEncoder
 from i2vgen.shapes import COLOURS, DIRECTIONS, make_clip, split_seeds
+from i2vgen.train.text_bind import clause_sites
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray, steps: int = 300) -> float:
@@ -44,6 +45,25 @@ def linear_probe(x: np.ndarray, y: np.ndarray, steps: int = 300) -> float:
     return float((pred == y[cut:]).mean())
 
 
+def binding_accuracies(encoder: TextEncoder, clips: list) -> dict[str, float]:
+    """The linear probes of the module's docstring on these two-shape captions (those whose direction words are
+    single tokens)."""
+    colours, directions = sorted(COLOURS), sorted(DIRECTIONS)
+    ids, sites = clause_sites(encoder, clips)
+    keep = [i for i, s in enumerate(sites) if len(s) == 2]
+    with torch.no_grad():
+        states = encoder.encode_ids(ids[keep]).numpy()  # (N, L, D)
+    dir1 = np.stack([h[sites[i][0][0]] for i, h in zip(keep, states)])
+    dir2 = np.stack([h[sites[i][1][0]] for i, h in zip(keep, states)])
+    colour = [np.array([colours.index(clips[i].shapes[k].colour) for i in keep]) for k in range(2)]
+    direction = [np.array([directions.index(clips[i].shapes[k].direction) for i in keep]) for k in range(2)]
+    return {"second direction word -> second colour": linear_probe(dir2, colour[1]),
+            "second direction word -> first colour": linear_probe(dir2, colour[0]),
+            "second direction word -> second direction": linear_probe(dir2, direction[1]),
+            "second direction word -> first direction": linear_probe(dir2, direction[0]),
+            "first direction word -> first colour (control)": linear_probe(dir1, colour[0])}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-shapes")
@@ -53,34 +73,11 @@ def main() -> int:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     encoder = TextEncoder.from_model_folder(local_model_path(args.model))
-    colours, directions = sorted(COLOURS), sorted(DIRECTIONS)
     clips = [c for c in (make_clip(s, size=8, num_frames=2) for s in split_seeds("train", 4 * args.n))
              if len(c.shapes) == 2][:args.n]
-    with torch.no_grad():
-        states = encoder.encode([c.caption for c in clips]).numpy()  # (N, L, D)
-    feats: dict[str, list] = {k: [] for k in ("dir1", "dir2")}
-    labels: dict[str, list] = {k: [] for k in ("colour1", "colour2", "direction1", "direction2")}
-    for clip, h in zip(clips, states):
-        tokens = [t.replace("</w>", "") for t in
-                  encoder.tokenizer.convert_ids_to_tokens(encoder.tokenizer(clip.caption)["input_ids"])]
-        at = [k for k, t in enumerate(tokens) if t in DIRECTIONS]
-        if len(at) != 2:  # a caption whose words the tokenizer splits
-            continue
-        feats["dir1"].append(h[at[0]])
-        feats["dir2"].append(h[at[1]])
-        for i, shape in enumerate(clip.shapes):
-            labels[f"colour{i + 1}"].append(colours.index(shape.colour))
-            labels[f"direction{i + 1}"].append(directions.index(shape.direction))
-    x = {k: np.stack(v) for k, v in feats.items()}
-    y = {k: np.asarray(v) for k, v in labels.items()}
-    result = {"model": args.model, "captions": len(y["colour1"]), "chance_colour": 1 / len(colours),
-              "chance_direction": 1 / len(directions), "accuracy": {
-                  "second direction word -> second colour": linear_probe(x["dir2"], y["colour2"]),
-                  "second direction word -> first colour": linear_probe(x["dir2"], y["colour1"]),
-                  "second direction word -> second direction": linear_probe(x["dir2"], y["direction2"]),
-                  "second direction word -> first direction": linear_probe(x["dir2"], y["direction1"]),
-                  "first direction word -> first colour (control)": linear_probe(x["dir1"], y["colour1"]),
-              }}
+    accuracy = binding_accuracies(encoder, clips)
+    result = {"model": args.model, "captions": sum(1 for s in clause_sites(encoder, clips)[1] if len(s) == 2),
+              "chance_colour": 1 / len(COLOURS), "chance_direction": 1 / len(DIRECTIONS), "accuracy": accuracy}
     print(json.dumps(result, indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from shapes_cross_attention import cross_attention_weights, place
 
 from i2vgen import shapes
 from i2vgen.model_paths import local_model_path
@@ -51,20 +52,13 @@ HELD_SEEDS = 2000
 
 
 def binding_probe(encoder: TextEncoder, clips: list) -> dict[str, float]:
-    """The linear probe of shapes_text_encoder_binding.py on these two-shape captions."""
-    from shapes_text_encoder_binding import linear_probe
+    """Three of the linear probes of shapes_text_encoder_binding.py on these two-shape captions."""
+    from shapes_text_encoder_binding import binding_accuracies
 
-    ids, sites = clause_sites(encoder, clips)
-    keep = [i for i, w in enumerate(sites) if len(w) == 2]
-    with torch.no_grad():
-        h = encoder.encode_ids(ids[keep]).numpy()  # (N, L, D)
-    w = [sites[i] for i in keep]
-    dir1 = np.stack([h[n, w[n][0][0]] for n in range(len(w))])
-    dir2 = np.stack([h[n, w[n][1][0]] for n in range(len(w))])
-    c1, c2 = np.array([x[0][1] for x in w]), np.array([x[1][1] for x in w])
-    return {"second direction word -> second colour": linear_probe(dir2, c2),
-            "second direction word -> first colour": linear_probe(dir2, c1),
-            "first direction word -> first colour (control)": linear_probe(dir1, c1)}
+    keys = ("second direction word -> second colour", "second direction word -> first colour",
+            "first direction word -> first colour (control)")
+    accuracy = binding_accuracies(encoder, clips)
+    return {k: accuracy[k] for k in keys}
 
 
 def bind(args: argparse.Namespace) -> int:
@@ -109,12 +103,9 @@ class AttendLoss:
         self.active = False
 
     def _hook(self, attn: torch.nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
-        if not self.active:
-            return
-        x, context, num_frames = inputs  # x: (B*F, L, C); context: (B, S, D)
-        q = attn.to_q(x[::num_frames]).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # frame 0: (B, h, L, d)
-        k = attn.to_k(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, S, d)
-        self.weights.append(torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1).mean(1))  # (B, L, S)
+        if self.active:
+            x, context, num_frames = inputs  # x: (B*F, L, C); context: (B, S, D)
+            self.weights.append(cross_attention_weights(attn, x[::num_frames], context).mean(1))  # frame 0: (B, L, S)
 
     def start(self, batch: dict) -> None:
         meta = batch["meta"]
@@ -133,8 +124,7 @@ class AttendLoss:
                     continue
                 words = [site[0][0], site[1][0]]
                 for i in range(2):
-                    cx, cy = (self.centroids[b, i, 0] + 0.5).tolist()
-                    pos = min(int(cy * side / self.size), side - 1) * side + min(int(cx * side / self.size), side - 1)
+                    pos = place(self.centroids[b, i, 0].tolist(), side, self.size)
                     own, other = w[b, pos, words[i]], w[b, pos, words[1 - i]]
                     terms.append(-torch.log(own / (own + other + 1e-8) + 1e-8))
         return torch.stack(terms).mean() if terms else torch.zeros(())
