@@ -23,6 +23,7 @@ from i2vgen.shapes import (
     render,
     split_seeds,
     with_colour_drift,
+    with_directions,
     with_travel_changes,
 )
 
@@ -261,6 +262,18 @@ def test_directions_dataset_holds_every_direction_combination_of_a_scene():
     assert items[6]["meta"]["directions"][:2] == [sorted(DIRECTIONS)[1], sorted(DIRECTIONS)[2]]
     with pytest.raises(InputError, match="num_shapes"):
         DirectionsDataset("train", 1, num_shapes=3)
+
+
+def test_with_directions_keeps_each_shapes_drawn_travel():
+    """The shipped recipe's two-shape curriculum data: a shape turned onto the other axis keeps the distance drawn
+    for its own direction (0.2 along a lane, 0.11 across), as its docstring says; changing that changes the data the
+    shipped model was trained on."""
+    clip = next(c for c in (make_clip(s, num_frames=8, num_shapes=2) for s in range(50))
+                if DIRECTIONS[c.shapes[0].direction][0] == 0)  # first shape drawn vertical
+    turned = with_directions(clip, ("left", clip.shapes[1].direction))
+    assert turned.shapes[0].travel == clip.shapes[0].travel
+    moved = turned.centroids[0, -1] - turned.centroids[0, 0]  # (x, y) pixels
+    assert moved[0] == pytest.approx(-clip.shapes[0].travel * 32, abs=1e-3) and abs(moved[1]) < 1e-3
 
 
 def test_splits_are_disjoint_and_checked():

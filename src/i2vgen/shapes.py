@@ -239,8 +239,15 @@ def with_direction(clip: ShapesClip, direction: str, start: tuple[float, float] 
 
 def with_directions(clip: ShapesClip, directions: tuple[str, ...],
                     starts: tuple[tuple[float, float], ...] | None = None) -> ShapesClip:
-    """`clip` re-rendered with shape i moving in `directions[i]` (and starting at `starts[i]`, if given). Every
-    shape's start leaves room for its travel in any direction (`_sample_shape`), so any combination fits."""
+    """`clip` re-rendered with shape i moving in `directions[i]` (and starting at `starts[i]`, if given), each shape
+    keeping the travel drawn for its own direction. One shape travels the same distance along either axis, so any
+    direction fits. Two shapes travel 0.2 of the side along their lane and 0.11 across it (`_sample_shape`): a shape
+    turned onto the other axis keeps its drawn distance, so it moves across its lane twice as far as a clip of that
+    direction would (its start leaves room for 0.11: in 401 of the 2,048 clips of the first 128 two-shape
+    `DirectionsDataset` scenes a shape ends with over 1 % of its area out of frame, none with each axis's own
+    distance; `benchmarks/shapes_two_shape_overfit.py --travel-census`) or along it about half as far. The shipped
+    recipe's two-shape curriculum stages were trained on these clips, so they stay as they are; the script's
+    `--axis-travel` renders each axis's own distance (docs/tiny-shapes.md, section 15)."""
     if len(directions) != len(clip.shapes) or (starts is not None and len(starts) != len(clip.shapes)):
         raise InputError(f"{len(clip.shapes)} shape(s) need as many directions (and starts), got {directions}")
     shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i])
