@@ -92,12 +92,13 @@ class AttendLoss:
     where `shapes_cross_attention.py` finds the heads that read the direction words). For each two-shape clip of a
     batch, at frame 0 and the latent position of each shape's centre, the head-mean attention to its own clause's
     direction word against the other clause's: -log(w_own / (w_own + w_other)), averaged over shapes and layers.
+    Form `own` scores the own word's weight alone, -log(w_own): the ratio can be met by ignoring both words.
     A design aid outside I2VGen-XL, to learn whether the UNet can route at all when told to."""
 
     LAYERS = ("down_blocks.1.attentions.0", "mid_block.attentions.0")
 
-    def __init__(self, unet: torch.nn.Module, text: TextEncoder) -> None:
-        self.text, self.weights = text, []
+    def __init__(self, unet: torch.nn.Module, text: TextEncoder, form: str = "ratio") -> None:
+        self.text, self.form, self.weights = text, form, []
         for name in self.LAYERS:
             unet.get_submodule(name).transformer_blocks[0].attn2.register_forward_hook(self._hook)
         self.active = False
@@ -126,7 +127,8 @@ class AttendLoss:
                 for i in range(2):
                     pos = place(self.centroids[b, i, 0].tolist(), side, self.size)
                     own, other = w[b, pos, words[i]], w[b, pos, words[1 - i]]
-                    terms.append(-torch.log(own / (own + other + 1e-8) + 1e-8))
+                    share = own if self.form == "own" else own / (own + other + 1e-8)
+                    terms.append(-torch.log(share + 1e-8))
         return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
@@ -149,7 +151,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = stage_config(rcfg, "base", folder, Path("/tmp/unused"))
     frozen = load_frozen(cfg, torch.device("cpu"))
     text = (TextEncoder.from_pretrained(Path(args.text) / "text_encoder", Path(args.text) / "tokenizer")
-            if args.arm == "bound" else TextEncoder.from_model_folder(folder))
+            if args.text else TextEncoder.from_model_folder(folder))
     unet = load_unet(folder / "unet").float()
     ema = copy.deepcopy(unet).requires_grad_(False)
     base = I2VGenPipeline.from_pretrained(folder)
@@ -165,7 +167,7 @@ def train(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = make_dataloader(stage_dataset(rcfg, "base"), cfg.batch_size, shuffle=True, seed=cfg.data.seed,
                              drop_last=True)
-    routing = AttendLoss(unet, text) if args.arm == "attend" else None
+    routing = AttendLoss(unet, text, args.attend_form) if args.arm == "attend" else None
     rows = [{"arm": args.arm, "step": 0, **probe(base, one, two, with_one=True)}]
     print(json.dumps(rows[-1]), flush=True)
     step, t0, losses, attend_losses = 0, time.perf_counter(), [], []
@@ -223,7 +225,9 @@ def main() -> int:
     t = sub.add_parser("train", help="continue the shipped base UNet with one text encoder")
     t.add_argument("--arm", choices=("frozen", "bound", "attend"), required=True)
     t.add_argument("--attend-weight", type=float, default=0.1, help="arm attend: the routing loss's weight")
-    t.add_argument("--text", default=None, help="the `bind` output folder (arm bound)")
+    t.add_argument("--attend-form", choices=("ratio", "own"), default="ratio",
+                   help="arm attend: score the own word's share against the other's (ratio) or its weight (own)")
+    t.add_argument("--text", default=None, help="the `bind` output folder (arm bound; optional for arm attend)")
     t.add_argument("--steps", type=int, default=1500)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--warmup", type=int, default=50)
@@ -237,6 +241,8 @@ def main() -> int:
     args = p.parse_args()
     if args.cmd == "train" and args.arm == "bound" and not args.text:
         p.error("--arm bound needs --text")
+    if args.cmd == "train" and args.text and args.arm == "frozen":
+        p.error("--arm frozen reads the shipped encoder; drop --text")
     torch.set_num_threads(1)
     return args.func(args)
 
