@@ -215,13 +215,18 @@ def save_folder(shipped: Path, unet: torch.nn.Module, text: str | None, out: Pat
 
     from i2vgen.models.loading import save_unet
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    shutil.copytree(shipped, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unet"))
-    save_unet(unet, tmp / "unet", format="diffusers")  # as the recipe exports it
-    for part in ("text_encoder", "tokenizer") if text else ():
-        shutil.rmtree(tmp / part)
-        shutil.copytree(Path(text) / part, tmp / part)
-    tmp.rename(out)
+    try:
+        shutil.copytree(shipped, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unet"))
+        save_unet(unet, tmp / "unet", format="diffusers")  # as the recipe exports it
+        for part in ("text_encoder", "tokenizer") if text else ():
+            shutil.rmtree(tmp / part)
+            shutil.copytree(Path(text) / part, tmp / part)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 if __name__ == "__main__":
