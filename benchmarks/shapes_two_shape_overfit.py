@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import sys
@@ -43,22 +44,8 @@ from i2vgen.train.recipe import recipe
 STAGE = "curriculum-4"  # the first two-shape curriculum stage: its settings, other scenes
 
 
-def axis_travel(clip: shapes.ShapesClip, directions: tuple[str, ...],
-                starts: tuple[tuple[float, float], ...] | None = None) -> shapes.ShapesClip:
-    """`shapes.with_directions`, but each shape travels the distance `make_clip` gives its new direction's axis.
-    `with_directions` keeps the drawn travel: in a two-shape clip a shape drawn along its lane (0.2 of the side)
-    and re-rendered across it crosses into the other lane, and one drawn across (0.11) and re-rendered along moves
-    about half as far as its clips do. The lanes are two halves of the frame, so the other axis's travel is the other
-    of the two."""
-    fixed = []
-    for sh, d in zip(clip.shapes, directions):
-        same_axis = (shapes.DIRECTIONS[d][0] != 0) == (shapes.DIRECTIONS[sh.direction][0] != 0)
-        other = shapes._LANE_TRAVEL if abs(sh.travel - shapes._TRAVEL) < 1e-9 else shapes._TRAVEL
-        fixed.append(dataclasses.replace(sh, travel=sh.travel if same_axis or len(clip.shapes) == 1 else other))
-    return _KEPT(dataclasses.replace(clip, shapes=tuple(fixed)), directions, starts)
-
-
-_KEPT = shapes.with_directions  # the original, which `--axis-travel` replaces in the module
+_KEPT = shapes.with_directions  # the drawn travel (the default), which `--axis-travel` replaces in the module
+axis_travel = functools.partial(_KEPT, axis_travel=True)  # each direction with its own axis's travel
 
 
 def out_of_frame(sh: shapes.Shape, size: int = 32) -> float:

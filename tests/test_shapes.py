@@ -22,6 +22,7 @@ from i2vgen.shapes import (
     parse_prompt,
     render,
     split_seeds,
+    to_sample,
     with_colour_drift,
     with_directions,
     with_travel_changes,
@@ -274,6 +275,30 @@ def test_with_directions_keeps_each_shapes_drawn_travel():
     assert turned.shapes[0].travel == clip.shapes[0].travel
     moved = turned.centroids[0, -1] - turned.centroids[0, 0]  # (x, y) pixels
     assert moved[0] == pytest.approx(-clip.shapes[0].travel * 32, abs=1e-3) and abs(moved[1]) < 1e-3
+
+
+def test_axis_travel_gives_a_turned_shape_its_new_axis_distance():
+    """`axis_travel=True` (the tiny-shapes-axis recipe's two-shape data): a shape of two turned onto the other axis
+    travels that axis's distance (0.11 across a lane where it drew 0.2 along it), one kept on its axis keeps its
+    own, one shape keeps 0.2 either way, and `DirectionsDataset` renders through it."""
+    clip = next(c for c in (make_clip(s, num_frames=8, num_shapes=2) for s in range(50))
+                if DIRECTIONS[c.shapes[0].direction][0] == 0 and DIRECTIONS[c.shapes[1].direction][0] == 0)
+    travels = sorted({round(sh.travel, 6) for sh in clip.shapes})
+    assert len(travels) == 1  # both vertical: the same lane orientation, the same distance
+    turned = with_directions(clip, ("left", "up"), axis_travel=True)
+    assert turned.shapes[0].travel != clip.shapes[0].travel and turned.shapes[1].travel == clip.shapes[1].travel
+    assert {turned.shapes[0].travel, clip.shapes[0].travel} == {0.2, 0.11}
+    moved = turned.centroids[0, -1] - turned.centroids[0, 0]  # (x, y) pixels
+    assert moved[0] == pytest.approx(-turned.shapes[0].travel * 32, abs=1e-3)
+    one = make_clip(3, num_frames=8, num_shapes=1)
+    assert all(with_directions(one, (d,), axis_travel=True).shapes[0].travel == one.shapes[0].travel
+               for d in DIRECTIONS)
+    k = 4 * sorted(DIRECTIONS).index("left") + sorted(DIRECTIONS).index("up")  # scene 0's combination (left, up)
+    seed = split_seeds("train", 1)[0]
+    scene = make_clip(seed, num_frames=8, num_shapes=2)
+    item = DirectionsDataset("train", 1, num_frames=8, num_shapes=2, axis_travel=True)[k]
+    expected = to_sample(with_directions(scene, ("left", "up"), axis_travel=True))
+    assert item["caption"] == expected["caption"] and torch.equal(item["frames"], expected["frames"])
 
 
 def test_splits_are_disjoint_and_checked():

@@ -238,7 +238,7 @@ def with_direction(clip: ShapesClip, direction: str, start: tuple[float, float] 
 
 
 def with_directions(clip: ShapesClip, directions: tuple[str, ...],
-                    starts: tuple[tuple[float, float], ...] | None = None) -> ShapesClip:
+                    starts: tuple[tuple[float, float], ...] | None = None, *, axis_travel: bool = False) -> ShapesClip:
     """`clip` re-rendered with shape i moving in `directions[i]` (and starting at `starts[i]`, if given), each shape
     keeping the travel drawn for its own direction. One shape travels the same distance along either axis, so any
     direction fits. Two shapes travel 0.2 of the side along their lane and 0.11 across it (`_sample_shape`): a shape
@@ -246,13 +246,24 @@ def with_directions(clip: ShapesClip, directions: tuple[str, ...],
     direction would (its start leaves room for 0.11: in 401 of the 2,048 clips of the first 128 two-shape
     `DirectionsDataset` scenes a shape ends with over 1 % of its area out of frame, none with each axis's own
     distance; `benchmarks/shapes_two_shape_overfit.py --travel-census`) or along it about half as far. The shipped
-    recipe's two-shape curriculum stages were trained on these clips, so they stay as they are; the script's
-    `--axis-travel` renders each axis's own distance (docs/tiny-shapes.md, section 15)."""
+    recipe's two-shape curriculum stages were trained on these clips, so that stays the default; `axis_travel=True`
+    gives a shape turned onto the other axis the distance `make_clip` draws for that axis, as a clip of that direction
+    has (docs/tiny-shapes.md, sections 15 and 16)."""
     if len(directions) != len(clip.shapes) or (starts is not None and len(starts) != len(clip.shapes)):
         raise InputError(f"{len(clip.shapes)} shape(s) need as many directions (and starts), got {directions}")
-    shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i])
+    shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i],
+                                       travel=_axis_travel(sh, d, len(clip.shapes)) if axis_travel else sh.travel)
                    for i, (sh, d) in enumerate(zip(clip.shapes, directions)))
     return dataclasses.replace(_rerendered(clip, shapes), caption=caption(shapes))
+
+
+def _axis_travel(shape: Shape, direction: str, num_shapes: int) -> float:
+    """The distance `_sample_shape` draws for a shape of a `num_shapes`-shape clip moving in `direction`, from the one
+    it drew for `shape.direction`: the same on the same axis or with one shape (both axes travel `_TRAVEL`); with two,
+    the lanes are halves of the frame, so the other axis travels the other of `_TRAVEL` and `_LANE_TRAVEL`."""
+    if num_shapes == 1 or (DIRECTIONS[direction][0] != 0) == (DIRECTIONS[shape.direction][0] != 0):
+        return shape.travel
+    return _LANE_TRAVEL if math.isclose(shape.travel, _TRAVEL) else _TRAVEL
 
 
 def _rerendered(clip: ShapesClip, shapes: tuple[Shape, ...]) -> ShapesClip:
@@ -290,14 +301,15 @@ class DirectionsDataset(torch.utils.data.Dataset):
     16 per two-shape scene (item i is scene i // 16, the first shape moving `sorted(DIRECTIONS)[i % 16 // 4]`, the
     second `[i % 4]`). Clips that share a first frame and differ only in the direction words: with few scenes the
     text is the only thing that varies, which is how a curriculum gets a model to read it, and with two shapes the
-    only way to lower the loss is to move each shape by the word after its own colour (docs/tiny-shapes.md)."""
+    only way to lower the loss is to move each shape by the word after its own colour (docs/tiny-shapes.md).
+    `axis_travel`: see `with_directions` (off: the shipped recipe's data)."""
 
     def __init__(self, split: str = "train", scenes: int = 1, *, size: int = 32, num_frames: int = 16,
-                 num_shapes: int = 1) -> None:
+                 num_shapes: int = 1, axis_travel: bool = False) -> None:
         if num_shapes not in (1, 2):
             raise InputError(f"num_shapes must be 1 or 2, got {num_shapes!r}")
         self.seeds = split_seeds(split, scenes)
-        self.size, self.num_frames, self.num_shapes = size, num_frames, num_shapes
+        self.size, self.num_frames, self.num_shapes, self.axis_travel = size, num_frames, num_shapes, axis_travel
         self.combos = list(itertools.product(sorted(DIRECTIONS), repeat=num_shapes))
 
     def __len__(self) -> int:
@@ -306,7 +318,7 @@ class DirectionsDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene, combo = divmod(index, len(self.combos))
         clip = make_clip(self.seeds[scene], size=self.size, num_frames=self.num_frames, num_shapes=self.num_shapes)
-        return to_sample(with_directions(clip, self.combos[combo]))
+        return to_sample(with_directions(clip, self.combos[combo], axis_travel=self.axis_travel))
 
 
 def write_clip_list(folder: str | os.PathLike, split: str = "train", length: int = 100, *, size: int = 32,
