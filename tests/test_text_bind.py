@@ -4,6 +4,7 @@ shape (docs/tiny-shapes.md, section 14)."""
 import pytest
 import torch
 
+from i2vgen.errors import InputError
 from i2vgen.model_paths import local_model_path
 from i2vgen.models.encoders import TextEncoder
 from i2vgen.shapes import make_clip, split_seeds
@@ -50,5 +51,5 @@ def test_bind_refuses_captions_without_single_token_direction_words():
     encoder = TextEncoder.from_model_folder(local_model_path("tiny-shapes"))
     clip = make_clip(0, size=8, num_frames=2)
     clip = type(clip)(**{**clip.__dict__, "caption": "a shape"})
-    with pytest.raises(ValueError, match="direction words"):
+    with pytest.raises(InputError, match="direction words"):
         bind_text_encoder(encoder, [clip], steps=1, batch=1, lr=1e-3, keep=1.0, seed=0)

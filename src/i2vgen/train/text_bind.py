@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from i2vgen.errors import InputError
 from i2vgen.models.encoders import TextEncoder
 from i2vgen.shapes import COLOURS, DIRECTIONS, KINDS, ShapesClip
 
@@ -46,7 +47,7 @@ def bind_text_encoder(encoder: TextEncoder, clips: Sequence[ShapesClip], *, step
     ids, sites = clause_sites(encoder, clips)
     usable = [i for i, s in enumerate(sites) if s]
     if not usable:
-        raise ValueError("no caption has its direction words as single tokens")
+        raise InputError("no caption has its direction words as single tokens of this tokenizer")
     with torch.no_grad():
         target = encoder.encode_ids(ids)  # (N, L, D)
         scale = target.var()
