@@ -166,6 +166,21 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(smoke_mod
     assert "another recipe (differs in seed)" in capsys.readouterr().err
 
 
+def test_base_only_exports_the_base_folder_alone(smoke_models, tmp_path, capsys):
+    """`--base-only` stops after the base stage (finished here, so skipped) and writes tiny-shapes/ only: the same
+    base UNet as the full run's, no refiner folder."""
+    from i2vgen.models.loading import load_unet
+
+    out = tmp_path / "out"
+    assert main(["train-recipe", "smoke", "--output-dir", str(smoke_models), "--threads", "1", "--base-only",
+                 "--export", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "base: already trained" in err and "refine:" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["tiny-shapes"]
+    ours, full = (load_unet(d / "tiny-shapes" / "unet").state_dict() for d in (out, smoke_models))
+    assert ours.keys() == full.keys() and all(torch.equal(ours[k], full[k]) for k in ours)
+
+
 def test_generate_uses_the_model_folder_defaults_on_a_users_drawing(smoke_models, tmp_path):
     drawing = Image.new("RGB", (90, 70), "white")
     ImageDraw.Draw(drawing).rectangle((30, 20, 55, 45), fill=(40, 80, 220))

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # = i2vgen.train.config.PRESETS and i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch (a test
 # checks they agree)
 PRESET_NAMES = ("i2vgen-xl-base", "i2vgen-xl-finetune", "i2vgen-xl-refine", "tiny", "tiny-refine")
-RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i", "tiny-shapes-bound")
+RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i", "tiny-shapes-bound", "tiny-shapes-axis")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,14 +62,18 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
     r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 (the first "
-                                                        "shipped model); tiny-shapes-t2i and tiny-shapes-bound "
-                                                        "(issue 11's experiments, docs/tiny-shapes.md); smoke "
+                                                        "shipped model); tiny-shapes-t2i, tiny-shapes-bound and "
+                                                        "tiny-shapes-axis (issue 11's experiments, "
+                                                        "docs/tiny-shapes.md); smoke "
                                                         "(seconds)")
     r.add_argument("--output-dir", "-o", default=None, help="run folder (default runs/<recipe>)")
     r.add_argument("--export", default=None, metavar="DIR",
                    help="write the two model folders here (default: the run folder), e.g. src/i2vgen/assets")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2, the recipe's budget)")
     r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--base-only", action="store_true",
+                   help="stop after the base UNet's stages and write only tiny-shapes/ (e.g. a new base beside a "
+                        "refiner that the same refiner stages already trained)")
     r.set_defaults(func=run_recipe_command)
     return train
 
@@ -91,7 +95,7 @@ def run_recipe_command(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     if args.seed is not None:
         cfg.seed = args.seed
-    run_recipe(cfg, export_to=Path(args.export) if args.export else None)
+    run_recipe(cfg, export_to=Path(args.export) if args.export else None, base_only=args.base_only)
     return 0
 
 

@@ -98,6 +98,7 @@ class StageRecipe:
     # (`DirectionsDataset`: 4 clips per one-shape scene, 16 per two-shape scene)
     scenes: int | None = None
     scene_shapes: int = 1
+    axis_travel: bool = False  # ... each direction with its own axis's travel (`shapes.with_directions`)
     # Refiner stages: pair each clip, with probability source_prob, with a source whose shapes' travel is off by
     # N(0, travel_error) pixels at the base size and whose colours drift up to colour_drift of the way to another
     # colour by the last frame (`ShapesDataset`; what the base stage gets wrong, docs/tiny-shapes.md section 13)
@@ -226,6 +227,21 @@ def _bound() -> RecipeConfig:
     return cfg
 
 
+def _axis() -> RecipeConfig:
+    """The shipped recipe with its two-shape curriculum rendered with each axis's travel and given the steps that 16
+    scenes needed (docs/tiny-shapes.md, sections 15 and 16): after the same one-shape stages, 1,800 steps on all 16
+    direction combinations of 16 two-shape scenes, then 600 on 128 scenes (the shipped recipe: 300, 300 and 400 steps
+    on 8, 32 and 128 scenes with each shape's drawn travel); the base and refiner stages unchanged."""
+    cfg = _text()
+    cfg.output_dir = "runs/tiny-shapes-axis"
+    one_shape = [st for st in cfg.curriculum if st.scene_shapes == 1]
+    top = one_shape[-1].extra
+    cfg.curriculum = [*one_shape, *(StageRecipe("tiny-shapes", steps=steps, batch=4, lr=1e-3, warmup=20, scenes=n,
+                                                scene_shapes=2, axis_travel=True, extra=top)
+                                    for n, steps in ((16, 1800), (128, 600)))]
+    return cfg
+
+
 def _smoke() -> RecipeConfig:
     """A few steps of everything, the optional stages included (tests, and a first look at the commands)."""
     cfg = _t2i_experiment()
@@ -234,7 +250,7 @@ def _smoke() -> RecipeConfig:
     cfg.base_vae.steps, cfg.base_vae.batches = 2, (4,)
     cfg.t2i.steps, cfg.t2i.batch, cfg.t2i.warmup = 2, 4, 1
     cfg.curriculum = [dataclasses.replace(st, steps=2, batch=2, warmup=1, extra={**st.extra, "optim.decay_steps": 2})
-                      for st in _text().curriculum[:2]]
+                      for st in (*_text().curriculum[:1], _axis().curriculum[-1])]
     cfg.base.steps, cfg.base.batch, cfg.base.warmup = 3, 2, 1
     cfg.refine.steps, cfg.refine.batch, cfg.refine.warmup = 2, 1, 1
     cfg.refine_more = dataclasses.replace(cfg.refine, steps=2, lr=5e-4, extra={**cfg.refine.extra, "data.seed": 1})
@@ -251,7 +267,7 @@ def _v1() -> RecipeConfig:
 
 RECIPES: dict[str, Callable[[], RecipeConfig]] = {"tiny-shapes": _text, "tiny-shapes-v1": _v1,
                                                    "tiny-shapes-t2i": _t2i_experiment, "tiny-shapes-bound": _bound,
-                                                   "smoke": _smoke}
+                                                   "tiny-shapes-axis": _axis, "smoke": _smoke}
 
 
 def recipe(name: str) -> RecipeConfig:
@@ -461,7 +477,7 @@ def stage_dataset(cfg: RecipeConfig, stage: str) -> SampleDataset:
                          f"refiner stage")
     if s.scenes is not None:
         return SampleDataset(DirectionsDataset("train", s.scenes, size=size, num_frames=cfg.num_frames,
-                                               num_shapes=s.scene_shapes))
+                                               num_shapes=s.scene_shapes, axis_travel=s.axis_travel))
     return SampleDataset(ShapesDataset("train", cfg.train_clips, size=size, num_frames=cfg.num_frames,
                                        p_two_shapes=s.p_two_shapes, travel_error=s.travel_error / cfg.base_size,
                                        colour_drift=s.colour_drift, source_prob=s.source_prob))
@@ -522,9 +538,10 @@ def _trained_on_samples(cfg: RecipeConfig, stage: str) -> bool:
     return stage_config(cfg, stage, Path(), Path()).model.sample_posterior
 
 
-def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path,
-           dst: Path, notes: dict[str, Any]) -> tuple[Path, Path]:
-    """Write `dst/tiny-shapes/` and `dst/tiny-shapes-refiner/` atomically from the EMA weights."""
+def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt: Path, refine_ckpt: Path | None,
+           dst: Path, notes: dict[str, Any]) -> tuple[Path, Path | None]:
+    """Write `dst/tiny-shapes/` and `dst/tiny-shapes-refiner/` (not without `refine_ckpt`) atomically from the EMA
+    weights."""
     from i2vgen.models.tiny import SCHEDULER_CONFIG
 
     base_dir, refiner_dir = dst / "tiny-shapes", dst / "tiny-shapes-refiner"
@@ -537,6 +554,8 @@ def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt
         (refiner_dir, components, refine_ckpt, ("vae", "text_encoder", "tokenizer"), {
             "_class_name": "I2VGenRefinePipeline", "unet": ["i2vgen", "I2VGenRefinerUNet"]}),
     ):
+        if ckpt is None:
+            continue
         with atomic_dir(folder) as tmp:
             tmp = Path(tmp)
             index = {**index, "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
@@ -553,7 +572,7 @@ def export(cfg: RecipeConfig, components: Path, base_components: Path, base_ckpt
             if folder is base_dir:
                 (tmp / "scheduler").mkdir()
                 (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
-    return base_dir, refiner_dir
+    return base_dir, refiner_dir if refine_ckpt is not None else None
 
 
 def stage_weights(ckpt: Path) -> Path:
@@ -597,19 +616,22 @@ def check_same_recipe(path: Path, cfg: RecipeConfig) -> None:
                          f"choose a new --output-dir")
 
 
-def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | None = None) -> tuple[Path, Path]:
+def run_recipe(cfg: RecipeConfig, *, export_to: Path | None = None, log: Log | None = None,
+               base_only: bool = False) -> tuple[Path, Path | None]:
     """Run every stage into `cfg.output_dir` (skipping finished ones); -> the two exported model folders. Runs with
-    `cfg.threads` torch threads and restores the caller's count afterwards."""
+    `cfg.threads` torch threads and restores the caller's count afterwards. `base_only`: stop after the base stage
+    and export only the base folder (-> (base folder, None)), e.g. to pair a new base with a refiner already
+    trained by the same refiner stages."""
     threads = torch.get_num_threads()
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        return _run_recipe(cfg, export_to, log or (lambda msg: print(msg, file=sys.stderr, flush=True)))
+        return _run_recipe(cfg, export_to, log or (lambda msg: print(msg, file=sys.stderr, flush=True)), base_only)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Path, Path]:
+def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log, base_only: bool) -> tuple[Path, Path | None]:
     stages = (("t2i", cfg.t2i), *((f"curriculum-{i}", st) for i, st in enumerate(cfg.curriculum)),
               ("base", cfg.base), ("refine", cfg.refine), ("refine-2", cfg.refine_more))
     for name, preset_name in ((n, st.unet_preset) for n, st in stages if st is not None):
@@ -645,9 +667,9 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
         init, spatial_only = stage_weights(timed(name, stage)), False
     base_ckpt = timed("base", lambda: train_stage(cfg, "base", base_components, out / "base", log, init,
                                                   spatial_only))
-    refine_ckpt = timed("refine", lambda: train_stage(cfg, "refine", components, out / "refine", log,
-                                                      base_components=base_components))
-    if cfg.refine_more is not None:
+    refine_ckpt = None if base_only else timed("refine", lambda: train_stage(
+        cfg, "refine", components, out / "refine", log, base_components=base_components))
+    if cfg.refine_more is not None and not base_only:
         refine_ckpt = timed("refine-2", functools.partial(
             train_stage, cfg, "refine-2", components, out / "refine-2", log, stage_weights(refine_ckpt), False,
             base_components=base_components))
@@ -655,5 +677,5 @@ def _run_recipe(cfg: RecipeConfig, export_to: Path | None, log: Log) -> tuple[Pa
              "torch": torch.__version__, "threads": torch.get_num_threads()}
     folders = timed("export", lambda: export(cfg, components, base_components, base_ckpt, refine_ckpt,
                                              export_to or out, notes))
-    log(f"done in {sum(timings.values()):.0f} s: {folders[0]} and {folders[1]}")
+    log(f"done in {sum(timings.values()):.0f} s: {' and '.join(str(f) for f in folders if f is not None)}")
     return folders
