@@ -37,6 +37,27 @@ from i2vgen.shapes_eval import text_use
 from i2vgen.train.recipe import recipe, stage_weights, train_stage
 
 
+def probe_clips(num_frames: int) -> tuple[list, list]:
+    """The probes' clips: the first 24 one-shape and the first 24 two-shape clips of the held-out split."""
+    held = [shapes.make_clip(s, num_frames=num_frames) for s in shapes.split_seeds("heldout", 80)]
+    return [c for c in held if len(c.shapes) == 1][:24], [c for c in held if len(c.shapes) == 2][:24]
+
+
+def probe(base: I2VGenPipeline, one: list, two: list) -> dict[str, float]:
+    """Text use on the one-shape clips at t = 999 and 950, binding on the two-shape clips at t = 999 (the module's
+    docstring)."""
+    probes = [text_use(base, c, seed=k, timesteps=(999, 950)) for k, c in enumerate(one)]
+    binding = [text_use(base, c, seed=k, timesteps=(999,), max_shapes=2, repeats=1) for k, c in enumerate(two)]
+    row = {}
+    for t in (999, 950):
+        row[f"acc_{t}"] = float(np.mean([r[f"text_use_ok_{t}"] for r in probes]))
+        row[f"gap_{t}"] = float(np.mean([r[f"text_gap_{t}"] for r in probes]))
+    per_shape = np.array([r["text_use_ok_per_shape_999"] for r in binding])  # (24, 2)
+    row["two_acc_999"] = float(np.mean([r["text_use_ok_999"] for r in binding]))
+    row["two_first_999"], row["two_second_999"] = (float(v) for v in per_shape.mean(0))
+    return row
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stages", type=int, default=None, help="run only the first N curriculum stages")
@@ -52,8 +73,7 @@ def main() -> int:
     components = Path(args.components) if args.components else local_model_path("tiny-shapes")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    held = [shapes.make_clip(s, num_frames=cfg.num_frames) for s in shapes.split_seeds("heldout", 80)]
-    one, two = [c for c in held if len(c.shapes) == 1][:24], [c for c in held if len(c.shapes) == 2][:24]
+    one, two = probe_clips(cfg.num_frames)
     done = {r["stage"]: r for r in json.loads((out / "probes.json").read_text())} \
         if (out / "probes.json").exists() else {}
     init, rows, t0 = None, [], time.perf_counter()
@@ -67,16 +87,8 @@ def main() -> int:
         base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
         base.unet = load_unet(init).eval()
         base.text_encoder = TextEncoder.from_model_folder(components)
-        probes = [text_use(base, c, seed=k, timesteps=(999, 950)) for k, c in enumerate(one)]
-        binding = [text_use(base, c, seed=k, timesteps=(999,), max_shapes=2, repeats=1) for k, c in enumerate(two)]
         row = {"stage": name, "scenes": cfg.curriculum[i].scenes, "scene_shapes": cfg.curriculum[i].scene_shapes,
-               "seconds": round(time.perf_counter() - t0)}
-        for t in (999, 950):
-            row[f"acc_{t}"] = float(np.mean([r[f"text_use_ok_{t}"] for r in probes]))
-            row[f"gap_{t}"] = float(np.mean([r[f"text_gap_{t}"] for r in probes]))
-        per_shape = np.array([r["text_use_ok_per_shape_999"] for r in binding])  # (24, 2)
-        row["two_acc_999"] = float(np.mean([r["text_use_ok_999"] for r in binding]))
-        row["two_first_999"], row["two_second_999"] = (float(v) for v in per_shape.mean(0))
+               **probe(base, one, two), "seconds": round(time.perf_counter() - t0)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / "probes.json").write_text(json.dumps(rows, indent=1) + "\n")
