@@ -1,6 +1,6 @@
 """How long `i2vgen train-recipe tiny-shapes` takes on an unloaded machine: re-run chosen stages of a finished run alone.
 
-Run: `.venv/bin/python benchmarks/recipe_stage_times.py [--run runs/tiny-shapes-4]
+Run: `.venv/bin/python benchmarks/recipe_stage_times.py [--run runs/tiny-shapes-4] [--recipe tiny-shapes-text]
       [--stages components,base_components,curriculum-5,curriculum-6] [-o FILE]`
 
 A run's `timings.json` records each stage as it ran, sometimes beside other jobs on the 2 cores. Each named stage is
@@ -59,11 +59,12 @@ def rerun(cfg: RecipeConfig, run: Path, stage: str, tmp: Path) -> tuple[float, f
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/tiny-shapes-4")
+    p.add_argument("--recipe", default="tiny-shapes-text", help="the run's recipe (that of runs/tiny-shapes-4)")
     p.add_argument("--stages", default="components,base_components,curriculum-5,curriculum-6")
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args()
     run = Path(args.run)
-    cfg = recipe("tiny-shapes")
+    cfg = recipe(args.recipe)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     recorded = json.loads((run / "timings.json").read_text())

@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python benchmarks/shapes_curriculum.py [--stages 4] [--threads 2] [-o runs/curriculum]`
 
-Trains the recipe's curriculum stages (`i2vgen.train.recipe.recipe("tiny-shapes").curriculum`: the four
+Trains the recipe's curriculum stages (`i2vgen.train.recipe.recipe("tiny-shapes-text").curriculum`: the four
 directions of 1, 8, 32, 128 one-shape scenes, t in [970, 1000), posterior means, each stage from the previous one's
 weights) through the recipe's own `train_stage`, on the shipped folder's frozen VAE and CLIP encoders (the recipe's
 components), and after each stage runs the text-use probe (`i2vgen.shapes_eval.text_use`) on the first 24 held-out
@@ -63,7 +63,7 @@ def main() -> int:
     p.add_argument("--stages", type=int, default=None, help="run only the first N curriculum stages")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("-o", "--output", default="runs/curriculum")
-    p.add_argument("--recipe", default="tiny-shapes")
+    p.add_argument("--recipe", default="tiny-shapes-text")
     p.add_argument("--components", default=None,
                    help="the frozen parts the stages train on and whose text encoder the probe reads (default: the "
                         "shipped folder's)")

@@ -32,7 +32,7 @@ from i2vgen.train.recipe import recipe, run_recipe
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="src", type=Path, default=Path("runs/tiny-shapes-5"),
-                   help="a finished tiny-shapes run folder (its stages before refine-2 are reused)")
+                   help="a finished tiny-shapes-text run folder (its stages before refine-2 are reused)")
     p.add_argument("--error", type=float, default=0.0, help="travel error's standard deviation, pixels at 32 px")
     p.add_argument("--colour", type=float, default=0.0, help="colour drift: the largest weight at the last frame")
     p.add_argument("--prob", type=float, default=1.0, help="share of clips whose source is changed")
@@ -45,7 +45,7 @@ def main() -> int:
     if not (args.src / "refine" / "checkpoints").is_dir():
         print(f"error: {args.src} holds no finished refine stage", file=sys.stderr)
         return 1
-    cfg = recipe("tiny-shapes")
+    cfg = recipe("tiny-shapes-text")  # the recipe of runs/tiny-shapes-5 (its stages before refine-2 are reused)
     cfg.output_dir, cfg.threads = str(args.output), args.threads
     cfg.refine_more = dataclasses.replace(cfg.refine_more, travel_error=args.error, colour_drift=args.colour,
                                           source_prob=args.prob)

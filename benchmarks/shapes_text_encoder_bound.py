@@ -145,7 +145,7 @@ def train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     folder = local_model_path("tiny-shapes")
-    rcfg = recipe("tiny-shapes")
+    rcfg = recipe("tiny-shapes-text")
     rcfg = dataclasses.replace(rcfg, base=dataclasses.replace(rcfg.base, extra={**rcfg.base.extra,
                                                                                  "data.seed": args.data_seed}))
     cfg = stage_config(rcfg, "base", folder, Path("/tmp/unused"))

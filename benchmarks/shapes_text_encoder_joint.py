@@ -78,7 +78,7 @@ def probe(base: I2VGenPipeline, one: list, two: list, with_one: bool) -> dict[st
 
 
 def run_arm(arm: str, args: argparse.Namespace, one: list, two: list) -> list[dict]:
-    rcfg = recipe("tiny-shapes")
+    rcfg = recipe("tiny-shapes-text")
     stage = f"curriculum-{len(rcfg.curriculum) - 1}"
     components = local_model_path("tiny-shapes")
     cfg = stage_config(rcfg, stage, components, Path("/tmp/unused"))
@@ -150,7 +150,7 @@ def main() -> int:
     p.add_argument("-o", "--output", default="docs/results/recipe-3/text-encoder-joint.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    frames = recipe("tiny-shapes").num_frames
+    frames = recipe("tiny-shapes-text").num_frames
     held = [shapes.make_clip(s, num_frames=frames) for s in shapes.split_seeds("heldout", 80)]
     one, two = [c for c in held if len(c.shapes) == 1][:24], [c for c in held if len(c.shapes) == 2][:24]
     rows = []

@@ -129,13 +129,13 @@ def main() -> int:
         p.error(f"--save {args.save} exists; choose a new folder")
     torch.set_num_threads(args.threads)
     if args.travel_census:
-        print(json.dumps({"scenes": args.scenes, **travel_census(args.scenes, recipe("tiny-shapes").num_frames)}))
+        print(json.dumps({"scenes": args.scenes, **travel_census(args.scenes, recipe("tiny-shapes-text").num_frames)}))
         return 0
     if args.axis_travel:
         shapes.with_directions = axis_travel  # DirectionsDataset, text_use and train_clips render through it
 
     folder = local_model_path("tiny-shapes")
-    rcfg = recipe("tiny-shapes")
+    rcfg = recipe("tiny-shapes-text")
     k = int(STAGE.split("-")[1])
     rcfg = dataclasses.replace(rcfg, curriculum=[*rcfg.curriculum[:k], dataclasses.replace(
         rcfg.curriculum[k], scenes=args.scenes, steps=args.steps)])

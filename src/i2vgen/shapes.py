@@ -245,10 +245,10 @@ def with_directions(clip: ShapesClip, directions: tuple[str, ...],
     turned onto the other axis keeps its drawn distance, so it moves across its lane twice as far as a clip of that
     direction would (its start leaves room for 0.11: in 401 of the 2,048 clips of the first 128 two-shape
     `DirectionsDataset` scenes a shape ends with over 1 % of its area out of frame, none with each axis's own
-    distance; `benchmarks/shapes_two_shape_overfit.py --travel-census`) or along it about half as far. The shipped
-    recipe's two-shape curriculum stages were trained on these clips, so that stays the default; `axis_travel=True`
-    gives a shape turned onto the other axis the distance `make_clip` draws for that axis, as a clip of that direction
-    has (docs/tiny-shapes.md, sections 15 and 16)."""
+    distance; `benchmarks/shapes_two_shape_overfit.py --travel-census`) or along it about half as far. The
+    `tiny-shapes-text` recipe's two-shape curriculum stages were trained on these clips, so that stays the default;
+    `axis_travel=True` (the shipped recipe's) gives a shape turned onto the other axis the distance `make_clip` draws
+    for that axis, as a clip of that direction has (docs/tiny-shapes.md, sections 15 and 16)."""
     if len(directions) != len(clip.shapes) or (starts is not None and len(starts) != len(clip.shapes)):
         raise InputError(f"{len(clip.shapes)} shape(s) need as many directions (and starts), got {directions}")
     shapes = tuple(dataclasses.replace(sh, direction=d, start=sh.start if starts is None else starts[i],
@@ -302,7 +302,7 @@ class DirectionsDataset(torch.utils.data.Dataset):
     second `[i % 4]`). Clips that share a first frame and differ only in the direction words: with few scenes the
     text is the only thing that varies, which is how a curriculum gets a model to read it, and with two shapes the
     only way to lower the loss is to move each shape by the word after its own colour (docs/tiny-shapes.md).
-    `axis_travel`: see `with_directions` (off: the shipped recipe's data)."""
+    `axis_travel`: see `with_directions` (off: `tiny-shapes-text`'s data; on: the shipped recipe's)."""
 
     def __init__(self, split: str = "train", scenes: int = 1, *, size: int = 32, num_frames: int = 16,
                  num_shapes: int = 1, axis_travel: bool = False) -> None:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # = i2vgen.train.config.PRESETS and i2vgen.train.recipe.RECIPES, named here so `--help` imports no torch (a test
 # checks they agree)
 PRESET_NAMES = ("i2vgen-xl-base", "i2vgen-xl-finetune", "i2vgen-xl-refine", "tiny", "tiny-refine")
-RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-t2i", "tiny-shapes-bound", "tiny-shapes-axis")
+RECIPE_NAMES = ("smoke", "tiny-shapes", "tiny-shapes-v1", "tiny-shapes-text", "tiny-shapes-t2i", "tiny-shapes-bound",
+                "tiny-shapes-axis")
 
 
 def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -55,14 +56,15 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.set_defaults(func=run_config)
 
     r = subparsers.add_parser(
-        "train-recipe", help="train a whole tiny model from scratch (tiny-shapes: ~1 hour on 2 CPU cores)",
+        "train-recipe", help="train a whole tiny model from scratch (tiny-shapes: ~2.3 hours on 2 CPU cores)",
         description="Reproduce a shipped model from nothing: `tiny-shapes` trains the VAEs, then the base UNet at "
                     "32x32 (a curriculum of clips that share a first frame, then all clips) and the refiner at "
                     "64x64 on the synthetic shapes task, and writes the model folders "
                     "tiny-shapes/ and tiny-shapes-refiner/. Running it again into the same folder resumes: "
                     "finished stages are skipped, an interrupted one continues from its last checkpoint.")
-    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 (the first "
-                                                        "shipped model); tiny-shapes-t2i, tiny-shapes-bound and "
+    r.add_argument("recipe", choices=RECIPE_NAMES, help="tiny-shapes (the shipped model); tiny-shapes-v1 and "
+                                                        "tiny-shapes-text (the models shipped before it); "
+                                                        "tiny-shapes-t2i, tiny-shapes-bound and "
                                                         "tiny-shapes-axis (issue 11's experiments, "
                                                         "docs/tiny-shapes.md); smoke "
                                                         "(seconds)")
