@@ -40,10 +40,13 @@ def test_shipped_model_is_complete_and_small():
 
 
 def test_shipped_model_keeps_the_first_frame():
-    """Frame 0 of a generated video matches the input image: PSNR > 20 dB on a held-out clip (the results table in
-    docs/tiny-shapes.md reports the mean over 100), and the detail encoder is what does it: with the first-frame
-    latent zeroed the same sample is at least 5 dB worse."""
+    """Frame 0 of a generated video matches the input image: PSNR > 20 dB on a held-out clip at the folder's
+    suggested guidance, as the CLI, the demo and the service sample it (the results table in docs/tiny-shapes.md
+    reports the mean over 100; at the pipeline's reference guidance 9.0 this model's first frames suffer: section
+    17), and the detail encoder is what does it: with the first-frame latent zeroed the same sample is at least 5 dB
+    worse."""
     from i2vgen.eval import first_frame_fidelity
+    from i2vgen.model_paths import model_defaults
     from i2vgen.pipelines.base import I2VGenPipeline
     from i2vgen.shapes import make_clip
 
@@ -53,7 +56,8 @@ def test_shipped_model_keeps_the_first_frame():
     psnr = {}
     for ablate in ((), ("first_frame",)):
         video = pipe(clip.first_frame, clip.caption, num_frames=frames, height=32, width=32, target_fps=8,
-                     num_inference_steps=10, generator=torch.Generator().manual_seed(0), ablate=ablate)[0]
+                     num_inference_steps=10, generator=torch.Generator().manual_seed(0), ablate=ablate,
+                     guidance_scale=model_defaults("tiny-shapes")["guidance_scale"])[0]
         psnr[ablate] = first_frame_fidelity(video, clip.first_frame)["psnr"]
     assert psnr[()] > 20 and psnr[("first_frame",)] < psnr[()] - 5, psnr
 
