@@ -18,12 +18,9 @@ import sys
 from pathlib import Path
 
 import torch
-from shapes_curriculum import probe, probe_clips
+from shapes_curriculum import probe, probe_clips, probe_pipeline
 
-from i2vgen.model_paths import local_model_path
-from i2vgen.models.encoders import TextEncoder
 from i2vgen.models.loading import load_unet
-from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.train.recipe import recipe, stage_weights, train_stage
 
 
@@ -40,15 +37,13 @@ def main() -> int:
     cfg = recipe(args.recipe)
     cfg.base = dataclasses.replace(cfg.base, lr=args.lr, steps=args.steps or cfg.base.steps)
     last = f"curriculum-{len(cfg.curriculum) - 1}"
-    init = stage_weights(train_stage(cfg, last, args.run / "components-base", args.run / last, print))
     components = args.run / "components-base"
+    init = stage_weights(train_stage(cfg, last, components, args.run / last, print))
     ckpt = train_stage(cfg, "base", components, args.output, print, init, False)
     one, two = probe_clips(cfg.num_frames)
-    rows = []
+    rows, base = [], probe_pipeline(components)
     for weights in ("unet_ema", "unet"):
-        base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
         base.unet = load_unet(ckpt / weights).eval()
-        base.text_encoder = TextEncoder.from_model_folder(components)
         rows.append({"weights": weights, "lr": args.lr, "steps": cfg.base.steps, **probe(base, one, two)})
         print(json.dumps(rows[-1]), flush=True)
     (args.output / "probes.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -43,6 +43,14 @@ def probe_clips(num_frames: int) -> tuple[list, list]:
     return [c for c in held if len(c.shapes) == 1][:24], [c for c in held if len(c.shapes) == 2][:24]
 
 
+def probe_pipeline(components: str | Path) -> I2VGenPipeline:
+    """The shipped base pipeline reading `components`' text encoder; the probe reads whatever UNet is set as `.unet`
+    (set one per UNet probed: nothing else in the pipeline depends on it)."""
+    base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
+    base.text_encoder = TextEncoder.from_model_folder(components)
+    return base
+
+
 def probe(base: I2VGenPipeline, one: list, two: list) -> dict[str, float]:
     """Text use on the one-shape clips at t = 999 and 950, binding on the two-shape clips at t = 999 (the module's
     docstring)."""
@@ -77,6 +85,7 @@ def main() -> int:
     done = {r["stage"]: r for r in json.loads((out / "probes.json").read_text())} \
         if (out / "probes.json").exists() else {}
     init, rows, t0 = None, [], time.perf_counter()
+    base = probe_pipeline(components)
     for i in range(len(cfg.curriculum) if args.stages is None else args.stages):
         name = f"curriculum-{i}"
         ckpt = train_stage(cfg, name, components, out / name, lambda m: print(m, flush=True), init, False)
@@ -84,9 +93,7 @@ def main() -> int:
         if name in done:  # probed by an earlier run
             rows.append(done[name])
             continue
-        base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
         base.unet = load_unet(init).eval()
-        base.text_encoder = TextEncoder.from_model_folder(components)
         row = {"stage": name, "scenes": cfg.curriculum[i].scenes, "scene_shapes": cfg.curriculum[i].scene_shapes,
                **probe(base, one, two), "seconds": round(time.perf_counter() - t0)}
         rows.append(row)

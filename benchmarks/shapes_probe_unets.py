@@ -18,12 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from shapes_curriculum import probe, probe_clips
+from shapes_curriculum import probe, probe_clips, probe_pipeline
 
-from i2vgen.model_paths import local_model_path
-from i2vgen.models.encoders import TextEncoder
 from i2vgen.models.loading import load_unet
-from i2vgen.pipelines.base import I2VGenPipeline
 from i2vgen.train.recipe import recipe
 
 
@@ -36,12 +33,10 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     one, two = probe_clips(recipe("tiny-shapes").num_frames)
-    rows = []
+    rows, base = [], probe_pipeline(args.components)
     for unet in args.unets:
         t0 = time.perf_counter()
-        base = I2VGenPipeline.from_pretrained(local_model_path("tiny-shapes"))
         base.unet = load_unet(unet).eval()
-        base.text_encoder = TextEncoder.from_model_folder(args.components)
         rows.append({"unet": unet, **probe(base, one, two), "seconds": round(time.perf_counter() - t0)})
         print(json.dumps(rows[-1]), flush=True)
         Path(args.output).write_text(json.dumps(rows, indent=1) + "\n")
